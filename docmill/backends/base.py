@@ -1,0 +1,243 @@
+"""The storage Protocol: the work queue, the document registry and the chunk store in one.
+
+Both backends (SQLite for one machine, PostgreSQL for many) implement it with the same
+behaviour, checked by one parametrised test suite. A backend object owns one connection;
+a thread that needs its own connection (the heartbeat) opens its own backend object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from docmill.models import Chunk, DocumentRef
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One run: a configuration's documents, its leader, and whether it has drained."""
+
+    run_id: str
+    state: str
+    discovery_gen: int  # discovery passes requested
+    discovered_gen: int  # discovery passes finished
+    leader_id: str | None
+    leader_expires_at: float | None
+    shutdown_requested: bool
+    finalize_count: int
+    created_at: float
+    updated_at: float
+    config_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDocument:
+    """A document this worker holds under a lease; every write about it quotes the lease token."""
+
+    id: int
+    run_id: str
+    source: str
+    key: str
+    uri: str
+    attempts: int
+    lease_token: str
+    version: str | None
+    content_hash: str | None  # hash of the last version stored, to skip unchanged content
+    depth: int
+
+
+@dataclass(slots=True)
+class DocumentResult:
+    """What processing a document produced, written atomically by ``complete``."""
+
+    content_hash: str
+    title: str | None
+    mime: str
+    chunks: list[Chunk]
+    vectors: np.ndarray  # (len(chunks), dim) float32
+    text_hashes: list[str]
+    model_id: str
+    links: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    """How a batch of discovered documents compared with what the run already had."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One chunk found by a search, with where it comes from."""
+
+    chunk_id: int
+    document_id: int
+    uri: str
+    title: str | None
+    heading_path: list[str]
+    page: int | None
+    ordinal: int
+    char_start: int
+    char_end: int
+    text: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    """One row of ``docmill documents``."""
+
+    id: int
+    run_id: str
+    source: str
+    key: str
+    uri: str
+    state: str
+    attempts: int
+    chunks: int
+    title: str | None
+    last_error: str | None
+    error_class: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLinks:
+    """A finished document's identity, raw link targets and mean vector, for relationships."""
+
+    id: int
+    source: str
+    key: str
+    uri: str
+    links: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """An edge between two documents of a run."""
+
+    source_id: int
+    target_id: int
+    kind: str  # "links_to" | "similar"
+    score: float
+
+
+class Backend(Protocol):
+    """Everything the pipeline, the workers, the leader and the CLI ask of the store."""
+
+    url: str
+
+    # -- schema and runs ---------------------------------------------------------------
+    def init_schema(self) -> None:
+        """Create or migrate the schema; idempotent and safe when many processes call it at once."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+    def open_run(self, run_id: str, config_json: str) -> RunInfo:
+        """Create the run, or reopen a drained one for a new discovery pass; join an ingesting one."""
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """The run's row, or None."""
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, newest first."""
+
+    def acquire_leadership(self, run_id: str, worker_id: str, ttl: float) -> bool:
+        """Take or renew the run's leader lease; False when another live worker holds it."""
+
+    def release_leadership(self, run_id: str, worker_id: str) -> None:
+        """Give up the leader lease (on clean exit), so another worker need not wait for it to lapse."""
+
+    def finish_discovery(self, run_id: str, generation: int) -> None:
+        """Record that discovery pass ``generation`` enqueued everything it found."""
+
+    def request_shutdown(self, run_id: str) -> None:
+        """Ask every worker of the run, on every machine, to stop after its current documents."""
+
+    # -- discovery -------------------------------------------------------------------
+    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int) -> UpsertCounts:
+        """Enqueue new documents and re-enqueue changed ones; idempotent."""
+
+    def count_source_documents(self, run_id: str, source: str) -> int:
+        """Documents the run holds for one source (to guard against an emptied source root)."""
+
+    def remove_unseen(self, run_id: str, source: str, generation: int) -> list[str]:
+        """Delete documents (and their chunks) that discovery pass ``generation`` did not see."""
+
+    # -- the queue -------------------------------------------------------------------
+    def claim(self, run_id: str, worker_id: str, limit: int, lease_seconds: float,
+              max_attempts: int) -> list[ClaimedDocument]:
+        """Lease up to ``limit`` runnable documents; dead-letter expired ones out of attempts."""
+
+    def extend_leases(self, lease_tokens: Sequence[str], lease_seconds: float) -> set[str]:
+        """Push the leases forward; returns the tokens still held (a lost one is absent)."""
+
+    def complete(self, doc: ClaimedDocument, result: DocumentResult) -> bool:
+        """Replace the document's chunks and mark it done, in one fenced transaction."""
+
+    def complete_unchanged(self, doc: ClaimedDocument) -> bool:
+        """Mark a document whose content hash did not change as done; its chunks stay."""
+
+    def fail(self, doc: ClaimedDocument, error_class: str, message: str, retry_in: float | None) -> bool:
+        """Record an attempt's error; ``retry_in`` seconds → back to pending, None → dead-letter."""
+
+    def release(self, docs: Sequence[ClaimedDocument]) -> int:
+        """Give documents back without spending an attempt (graceful shutdown)."""
+
+    def cached_vectors(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors already computed for these chunk texts with this model."""
+
+    # -- workers ---------------------------------------------------------------------
+    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int) -> None:
+        """Record a worker process as started."""
+
+    def beat_worker(self, worker_id: str, current_docs: int, processed: int, failed: int) -> None:
+        """Record the worker's heartbeat and counters."""
+
+    def stop_worker(self, worker_id: str) -> None:
+        """Record a clean exit."""
+
+    # -- finalize --------------------------------------------------------------------
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Documents of the run by state (every state present, zeros included)."""
+
+    def try_begin_finalize(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Move a drained run to finalizing; exactly one caller wins."""
+
+    def extend_finalize(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Keep the finalize lease of a long relationship computation alive."""
+
+    def finished_documents(self, run_id: str) -> list[DocumentLinks]:
+        """Done documents with their link targets."""
+
+    def document_vectors(self, run_id: str) -> tuple[list[int], np.ndarray]:
+        """Mean chunk vector of every done document with chunks (ids, unit-norm matrix)."""
+
+    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
+        """Store the run's relationships and mark it complete, if this worker still holds finalize."""
+
+    # -- reading ---------------------------------------------------------------------
+    def vector_search(self, query: np.ndarray, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
+        """Top ``k`` chunks by cosine similarity."""
+
+    def text_search(self, query: str, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
+        """Top ``k`` chunks by full-text rank."""
+
+    def documents(self, run_id: str | None, state: str | None, limit: int | None) -> list[DocumentRow]:
+        """Documents, optionally of one run and one state."""
+
+    def chunk_count(self, run_id: str) -> int:
+        """Chunks stored for the run's documents."""
+
+    def relationships(self, run_id: str) -> list[Relationship]:
+        """Edges computed by the run's last finalize."""

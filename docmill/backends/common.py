@@ -1,0 +1,92 @@
+"""Pieces both backends share: vector encoding, row mapping, and the rules around the SQL."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from docmill.backends.base import DocumentResult, RunInfo, UpsertCounts
+from docmill.models import DocumentRef
+
+#: Rows per statement when a list of keys goes into an ``IN (…)`` list.
+IN_BATCH = 500
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """A float32 vector as little-endian bytes."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    """Bytes written by ``to_blob`` back to a float32 vector."""
+    return np.frombuffer(blob, dtype="<f4")
+
+
+def new_token_prefix() -> str:
+    """A fresh prefix for the lease tokens of one claim (the document id makes each unique)."""
+    return uuid.uuid4().hex
+
+
+def batched(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def count_upserts(refs: Sequence[DocumentRef], existing: dict[str, tuple[str | None, str]]) -> UpsertCounts:
+    """Compare discovered refs with {key: (version, state)} already stored."""
+    new = changed = unchanged = 0
+    for ref in refs:
+        if ref.key not in existing:
+            new += 1
+        elif existing[ref.key][0] != ref.version:
+            changed += 1
+        else:
+            unchanged += 1
+    return UpsertCounts(new=new, changed=changed, unchanged=unchanged)
+
+
+def run_from_row(row: Sequence[Any]) -> RunInfo:
+    """Map a ``get_run`` row (times already epoch seconds) to RunInfo."""
+    return RunInfo(run_id=row[0], state=row[1], discovery_gen=int(row[2]), discovered_gen=int(row[3]),
+                   leader_id=row[4], leader_expires_at=row[5], shutdown_requested=bool(row[6]),
+                   finalize_count=int(row[7]), created_at=float(row[8]), updated_at=float(row[9]),
+                   config_json=row[10])
+
+
+def chunk_rows(document_id: int, result: DocumentResult) -> list[dict[str, Any]]:
+    """Parameter dicts for ``insert_chunk``, one per chunk (vector still a numpy row)."""
+    return [
+        {"document_id": document_id, "ordinal": c.ordinal, "text": c.text,
+         "heading_path": json.dumps(list(c.heading_path), ensure_ascii=False), "page": c.page,
+         "char_start": c.char_start, "char_end": c.char_end, "token_count": c.token_count,
+         "text_hash": h, "embedding": v}
+        for c, h, v in zip(result.chunks, result.text_hashes, result.vectors, strict=True)
+    ]
+
+
+def done_params(doc_id: int, lease_token: str, version: str | None, result: DocumentResult) -> dict[str, Any]:
+    """Parameters of the fenced ``mark_done`` statement."""
+    return {"id": doc_id, "lease_token": lease_token, "version": version,
+            "content_hash": result.content_hash, "title": result.title, "mime": result.mime,
+            "chunk_count": len(result.chunks), "links": json.dumps(result.links, ensure_ascii=False),
+            "metadata": json.dumps(result.metadata, ensure_ascii=False, default=str)}
+
+
+def backoff_delay(attempt: int, base: float, cap: float, exponential: bool) -> float:
+    """Seconds before retry number ``attempt`` (1-based): doubling with full jitter, capped."""
+    delay = base * (2 ** (attempt - 1)) if exponential else base
+    delay = min(delay, cap)
+    # Jitter spreads retries of a batch that failed together (a 429 storm) over time.
+    return delay * (0.5 + random.random() / 2)
+
+
+def fts_query(text: str) -> str:
+    """A user's question as a safe full-text query: its words, quoted, joined by OR."""
+    words = [w for w in "".join(ch if ch.isalnum() else " " for ch in text).split() if w]
+    return " OR ".join(f'"{w}"' for w in words)

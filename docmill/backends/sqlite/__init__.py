@@ -1,0 +1,410 @@
+"""SQLite backend: the whole store in one file, safe for several worker processes on one machine."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from docmill.backends.base import (
+    SCHEMA_VERSION,
+    ClaimedDocument,
+    DocumentLinks,
+    DocumentResult,
+    DocumentRow,
+    Relationship,
+    RunInfo,
+    SearchHit,
+    UpsertCounts,
+)
+from docmill.backends.common import (
+    batched,
+    chunk_rows,
+    count_upserts,
+    done_params,
+    from_blob,
+    fts_query,
+    new_token_prefix,
+    run_from_row,
+    to_blob,
+)
+from docmill.backends.sqlfile import load_queries, read_script
+from docmill.errors import StoreError
+from docmill.models import DocState, DocumentRef
+
+Q = load_queries(__name__)
+
+
+class SQLiteBackend:
+    """The Backend Protocol on one SQLite file (WAL, ``BEGIN IMMEDIATE`` for every write)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                        check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
+        self.conn.create_function("now", 0, time.time)
+        self.conn.execute("PRAGMA busy_timeout = 60000")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two claimers never both read the same rows.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- schema and runs ---------------------------------------------------------------
+    def init_schema(self) -> None:
+        """Create the tables if missing; refuse a schema newer than this code."""
+        self.conn.executescript(read_script(__name__, "schema.sql"))
+        with self._write() as c:
+            row = c.execute("SELECT max(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(f"the store {self.path} has schema version {row[0]}, newer than this "
+                                 f"docmill understands ({SCHEMA_VERSION}): upgrade docmill")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def open_run(self, run_id: str, config_json: str) -> RunInfo:
+        """Create the run, or reopen a drained one for a new discovery pass."""
+        with self._write() as c:
+            c.execute(Q["insert_run"], {"run_id": run_id, "config_json": config_json})
+            c.execute(Q["reopen_run"], {"run_id": run_id})
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """The run's row, or None."""
+        row = self.conn.execute(Q["get_run"], {"run_id": run_id}).fetchone()
+        return run_from_row(row) if row else None
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, newest first."""
+        return [run_from_row(r) for r in self.conn.execute(Q["list_runs"])]
+
+    def acquire_leadership(self, run_id: str, worker_id: str, ttl: float) -> bool:
+        """Take or renew the leader lease."""
+        with self._write() as c:
+            cur = c.execute(Q["acquire_leadership"], {"run_id": run_id, "worker_id": worker_id, "ttl": ttl})
+        return cur.rowcount == 1
+
+    def release_leadership(self, run_id: str, worker_id: str) -> None:
+        """Give up the leader lease."""
+        with self._write() as c:
+            c.execute(Q["release_leadership"], {"run_id": run_id, "worker_id": worker_id})
+
+    def finish_discovery(self, run_id: str, generation: int) -> None:
+        """Record a finished discovery pass."""
+        with self._write() as c:
+            c.execute(Q["finish_discovery"], {"run_id": run_id, "generation": generation})
+
+    def request_shutdown(self, run_id: str) -> None:
+        """Set the run's shutdown flag."""
+        with self._write() as c:
+            c.execute(Q["request_shutdown"], {"run_id": run_id})
+
+    # -- discovery -------------------------------------------------------------------
+    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int) -> UpsertCounts:
+        """Enqueue new documents and re-enqueue changed ones."""
+        if not refs:
+            return UpsertCounts()
+        source = refs[0].source
+        if any(r.source != source for r in refs):
+            raise ValueError("upsert_documents takes refs of one source per call")
+        with self._write() as c:
+            existing: dict[str, tuple[str | None, str]] = {}
+            for part in batched([r.key for r in refs]):
+                sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
+                for key, version, state in c.execute(sql, (run_id, source, *part)):
+                    existing[key] = (version, state)
+            c.executemany(Q["upsert_document"], [
+                {"run_id": run_id, "source": r.source, "doc_key": r.key, "uri": r.uri, "priority": r.priority,
+                 "depth": r.depth, "size": r.size, "version": r.version, "generation": generation}
+                for r in refs])
+        return count_upserts(refs, existing)
+
+    def count_source_documents(self, run_id: str, source: str) -> int:
+        """Documents of one source."""
+        return self.conn.execute(Q["count_source_documents"], {"run_id": run_id, "source": source}).fetchone()[0]
+
+    def remove_unseen(self, run_id: str, source: str, generation: int) -> list[str]:
+        """Delete documents the last discovery pass did not see."""
+        with self._write() as c:
+            rows = c.execute(Q["select_unseen"],
+                             {"run_id": run_id, "source": source, "generation": generation}).fetchall()
+            c.executemany(Q["delete_document"], [{"id": r[0]} for r in rows])
+        return [r[1] for r in rows]
+
+    # -- the queue -------------------------------------------------------------------
+    def claim(self, run_id: str, worker_id: str, limit: int, lease_seconds: float,
+              max_attempts: int) -> list[ClaimedDocument]:
+        """Lease up to ``limit`` runnable documents."""
+        with self._write() as c:
+            buried = c.execute(Q["bury_exhausted"], {"run_id": run_id, "max_attempts": max_attempts}).fetchall()
+            for (doc_id,) in buried:
+                c.execute(Q["close_lost_attempts"], {"document_id": doc_id})
+            rows = c.execute(Q["claim_documents"], {
+                "run_id": run_id, "worker_id": worker_id, "limit": limit, "lease": lease_seconds,
+                "token_prefix": new_token_prefix()}).fetchall()
+            docs = [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
+                                    lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9])
+                    for r in rows]
+            for d in docs:
+                if d.attempts > 1:
+                    c.execute(Q["close_lost_attempts"], {"document_id": d.id})
+                c.execute(Q["insert_attempt"], {"document_id": d.id, "run_id": run_id, "attempt": d.attempts,
+                                                "worker_id": worker_id, "lease_token": d.lease_token})
+        docs.sort(key=lambda d: d.id)
+        return docs
+
+    def extend_leases(self, lease_tokens: Sequence[str], lease_seconds: float) -> set[str]:
+        """Push held leases forward; return the ones still held."""
+        if not lease_tokens:
+            return set()
+        held: set[str] = set()
+        with self._write() as c:
+            for token in lease_tokens:
+                row = c.execute(Q["extend_lease"], {"lease_token": token, "lease": lease_seconds}).fetchone()
+                if row:
+                    held.add(row[0])
+        return held
+
+    def complete(self, doc: ClaimedDocument, result: DocumentResult) -> bool:
+        """Replace chunks and mark done, fenced by the lease token, in one transaction."""
+        rows = chunk_rows(doc.id, result)
+        for row in rows:
+            row["embedding"] = to_blob(row["embedding"])
+        with self._write() as c:
+            cur = c.execute(Q["mark_done"], done_params(doc.id, doc.lease_token, doc.version, result))
+            if cur.rowcount != 1:
+                c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "fenced",
+                                                "error_class": "LeaseLost",
+                                                "message": "completion rejected: lease lost"})
+                return False
+            c.execute(Q["delete_chunks"], {"document_id": doc.id})
+            c.executemany(Q["insert_chunk"], rows)
+            c.executemany(Q["cache_vector"], [{"model_id": result.model_id, "text_hash": r["text_hash"],
+                                               "embedding": r["embedding"]} for r in rows])
+            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
+                                            "error_class": None, "message": None})
+        return True
+
+    def complete_unchanged(self, doc: ClaimedDocument) -> bool:
+        """Mark an unchanged document done without touching its chunks."""
+        with self._write() as c:
+            cur = c.execute(Q["mark_unchanged"], {"id": doc.id, "lease_token": doc.lease_token,
+                                                  "version": doc.version})
+            outcome = "unchanged" if cur.rowcount == 1 else "fenced"
+            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
+                                            "error_class": None if cur.rowcount == 1 else "LeaseLost",
+                                            "message": None})
+        return cur.rowcount == 1
+
+    def fail(self, doc: ClaimedDocument, error_class: str, message: str, retry_in: float | None) -> bool:
+        """Record a failure: retry later, or dead-letter."""
+        state = DocState.PENDING if retry_in is not None else DocState.DEAD
+        with self._write() as c:
+            cur = c.execute(Q["mark_failed"], {"id": doc.id, "lease_token": doc.lease_token, "state": state.value,
+                                               "delay": retry_in or 0.0, "message": message,
+                                               "error_class": error_class})
+            outcome = ("retry" if retry_in is not None else "dead") if cur.rowcount == 1 else "fenced"
+            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
+                                            "error_class": error_class, "message": message})
+        return cur.rowcount == 1
+
+    def release(self, docs: Sequence[ClaimedDocument]) -> int:
+        """Give documents back without spending an attempt."""
+        released = 0
+        with self._write() as c:
+            for d in docs:
+                cur = c.execute(Q["mark_released"], {"id": d.id, "lease_token": d.lease_token})
+                if cur.rowcount == 1:
+                    released += 1
+                    c.execute(Q["finish_attempt"], {"lease_token": d.lease_token, "outcome": "released",
+                                                    "error_class": None, "message": None})
+        return released
+
+    def cached_vectors(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors already computed for these chunk texts."""
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(text_hashes))
+        for part in batched(unique):
+            sql = Q["cached_vectors"].format(hashes=",".join("?" * len(part)))
+            for text_hash, blob in self.conn.execute(sql, (model_id, *part)):
+                found[text_hash] = from_blob(blob)
+        return found
+
+    # -- workers ---------------------------------------------------------------------
+    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int) -> None:
+        """Record a worker as started."""
+        with self._write() as c:
+            c.execute(Q["register_worker"], {"worker_id": worker_id, "run_id": run_id, "host": host, "pid": pid})
+
+    def beat_worker(self, worker_id: str, current_docs: int, processed: int, failed: int) -> None:
+        """Record a heartbeat."""
+        with self._write() as c:
+            c.execute(Q["beat_worker"], {"worker_id": worker_id, "current_docs": current_docs,
+                                         "processed": processed, "failed": failed})
+
+    def stop_worker(self, worker_id: str) -> None:
+        """Record a clean exit."""
+        with self._write() as c:
+            c.execute(Q["stop_worker"], {"worker_id": worker_id})
+
+    # -- finalize --------------------------------------------------------------------
+    def counts(self, run_id: str) -> dict[str, int]:
+        """Documents by state."""
+        counts = {s.value: 0 for s in DocState}
+        for state, n in self.conn.execute(Q["counts"], {"run_id": run_id}):
+            counts[state] = n
+        return counts
+
+    def try_begin_finalize(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Move a drained run to finalizing; one winner."""
+        with self._write() as c:
+            cur = c.execute(Q["begin_finalize"], {"run_id": run_id, "worker_id": worker_id,
+                                                  "lease": lease_seconds})
+        return cur.rowcount == 1
+
+    def extend_finalize(self, run_id: str, worker_id: str, lease_seconds: float) -> bool:
+        """Keep the finalize lease alive."""
+        with self._write() as c:
+            cur = c.execute(Q["extend_finalize"], {"run_id": run_id, "worker_id": worker_id,
+                                                   "lease": lease_seconds})
+        return cur.rowcount == 1
+
+    def finished_documents(self, run_id: str) -> list[DocumentLinks]:
+        """Done documents with their link targets."""
+        return [DocumentLinks(id=r[0], source=r[1], key=r[2], uri=r[3], links=json.loads(r[4] or "[]"))
+                for r in self.conn.execute(Q["finished_documents"], {"run_id": run_id})]
+
+    def document_vectors(self, run_id: str) -> tuple[list[int], np.ndarray]:
+        """Mean chunk vector of each done document."""
+        ids: list[int] = []
+        sums: list[np.ndarray] = []
+        counts: list[int] = []
+        for doc_id, blob in self.conn.execute(Q["chunk_vectors_of_run"], {"run_id": run_id}):
+            vec = from_blob(blob)
+            if ids and ids[-1] == doc_id:
+                sums[-1] = sums[-1] + vec
+                counts[-1] += 1
+            else:
+                ids.append(doc_id)
+                sums.append(vec.astype(np.float32, copy=True))
+                counts.append(1)
+        if not ids:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.vstack(sums) / np.asarray(counts, dtype=np.float32)[:, None]
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        return ids, matrix.astype(np.float32)
+
+    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
+        """Store relationships and mark the run complete, if still the finalizer."""
+        with self._write() as c:
+            cur = c.execute(Q["complete_finalize"], {"run_id": run_id, "worker_id": worker_id})
+            if cur.rowcount != 1:
+                return False
+            c.execute(Q["delete_relationships"], {"run_id": run_id})
+            c.executemany(Q["insert_relationship"], [
+                {"run_id": run_id, "source_id": e.source_id, "target_id": e.target_id, "kind": e.kind,
+                 "score": e.score} for e in edges])
+        return True
+
+    # -- reading ---------------------------------------------------------------------
+    def _run_filter(self, run_ids: Sequence[str] | None, prefix: str) -> tuple[str, list[str]]:
+        if run_ids is None:
+            return "", []
+        return f"{prefix} d.run_id IN ({','.join('?' * len(run_ids))})", list(run_ids)
+
+    def _all_vectors(self, run_ids: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+        clause, params = self._run_filter(run_ids, "WHERE")
+        # The matrix is rebuilt only when chunks changed, so repeated searches stay cheap.
+        stamp = (tuple(run_ids or ()), *self.conn.execute("SELECT max(id), count(*) FROM chunks").fetchone())
+        if self._vector_cache and self._vector_cache[0] == stamp:
+            return self._vector_cache[1], self._vector_cache[2]
+        rows = self.conn.execute(Q["all_vectors"].format(run_filter=clause), params).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        self._vector_cache = (stamp, ids, matrix)
+        return ids, matrix
+
+    def _hits(self, scored: list[tuple[int, float]]) -> list[SearchHit]:
+        if not scored:
+            return []
+        sql = Q["hits_by_id"].format(ids=",".join("?" * len(scored)))
+        rows = {r[0]: r for r in self.conn.execute(sql, [cid for cid, _ in scored])}
+        return [SearchHit(chunk_id=r[0], document_id=r[1], uri=r[2], title=r[3], heading_path=json.loads(r[4]),
+                          page=r[5], ordinal=r[6], char_start=r[7], char_end=r[8], text=r[9], score=score)
+                for cid, score in scored if (r := rows.get(cid))]
+
+    def vector_search(self, query: np.ndarray, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
+        """Brute-force cosine similarity in numpy (vectors are unit-norm, so a dot product)."""
+        ids, matrix = self._all_vectors(run_ids)
+        if len(ids) == 0:
+            return []
+        if matrix.shape[1] != query.shape[0]:
+            raise StoreError(f"the store holds {matrix.shape[1]}-dimensional vectors but the query has "
+                             f"{query.shape[0]}: search with the embedding model used for ingest")
+        scores = matrix @ query.astype(np.float32)
+        k = min(k, len(ids))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return self._hits([(int(ids[i]), float(scores[i])) for i in top])
+
+    def text_search(self, query: str, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
+        """BM25 over the FTS5 index."""
+        match = fts_query(query)
+        if not match:
+            return []
+        clause, params = self._run_filter(run_ids, "AND")
+        sql = Q["text_search"].format(run_filter=clause)
+        rows = self.conn.execute(sql, [match, *params, k]).fetchall()
+        return self._hits([(r[0], float(r[1])) for r in rows])
+
+    def documents(self, run_id: str | None, state: str | None, limit: int | None) -> list[DocumentRow]:
+        """Documents, optionally filtered."""
+        conditions, params = [], []
+        if run_id:
+            conditions.append("run_id = ?")
+            params.append(run_id)
+        if state:
+            conditions.append("state = ?")
+            params.append(state)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = Q["documents"].format(where=where, limit=f"LIMIT {int(limit)}" if limit else "")
+        return [DocumentRow(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], state=r[5], attempts=r[6],
+                            chunks=r[7], title=r[8], last_error=r[9], error_class=r[10], updated_at=r[11])
+                for r in self.conn.execute(sql, params)]
+
+    def chunk_count(self, run_id: str) -> int:
+        """Chunks stored for a run."""
+        return self.conn.execute(Q["chunk_count"], {"run_id": run_id}).fetchone()[0]
+
+    def relationships(self, run_id: str) -> list[Relationship]:
+        """The run's edges."""
+        return [Relationship(source_id=r[0], target_id=r[1], kind=r[2], score=r[3])
+                for r in self.conn.execute(Q["relationships"], {"run_id": run_id})]

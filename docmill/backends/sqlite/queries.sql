@@ -1,0 +1,282 @@
+-- docmill SQLite queries. now() is the database clock in epoch seconds (registered per connection).
+
+-- insert_run --
+-- Create a run row if it does not exist yet.
+INSERT INTO runs (run_id, config_json, created_at, updated_at)
+VALUES (:run_id, :config_json, now(), now())
+ON CONFLICT (run_id) DO NOTHING
+
+-- reopen_run --
+-- A new ingest of a drained run asks for another discovery pass and clears the shutdown flag.
+UPDATE runs
+SET state = 'ingesting', discovery_gen = discovery_gen + 1, shutdown_requested = 0,
+    finalizer_id = NULL, finalize_expires_at = NULL, updated_at = now()
+WHERE run_id = :run_id AND (state <> 'ingesting' OR shutdown_requested = 1)
+
+-- get_run --
+-- One run.
+SELECT run_id, state, discovery_gen, discovered_gen, leader_id, leader_expires_at,
+       shutdown_requested, finalize_count, created_at, updated_at, config_json
+FROM runs WHERE run_id = :run_id
+
+-- list_runs --
+-- Every run, newest first.
+SELECT run_id, state, discovery_gen, discovered_gen, leader_id, leader_expires_at,
+       shutdown_requested, finalize_count, created_at, updated_at, config_json
+FROM runs ORDER BY updated_at DESC
+
+-- acquire_leadership --
+-- Take the leader lease when free or lapsed, or renew our own.
+UPDATE runs SET leader_id = :worker_id, leader_expires_at = now() + :ttl
+WHERE run_id = :run_id
+  AND (leader_id IS NULL OR leader_id = :worker_id OR leader_expires_at < now())
+
+-- release_leadership --
+-- Give the leader lease up.
+UPDATE runs SET leader_id = NULL, leader_expires_at = NULL
+WHERE run_id = :run_id AND leader_id = :worker_id
+
+-- finish_discovery --
+-- Mark a discovery pass as complete.
+UPDATE runs SET discovered_gen = :generation, updated_at = now()
+WHERE run_id = :run_id AND discovered_gen < :generation
+
+-- request_shutdown --
+-- Ask every worker of the run to stop.
+UPDATE runs SET shutdown_requested = 1, updated_at = now() WHERE run_id = :run_id
+
+-- existing_versions --
+-- What the run already knows of some keys of one source (chunked by the caller).
+SELECT doc_key, version, state FROM documents
+WHERE run_id = ? AND source = ? AND doc_key IN ({keys})
+
+-- upsert_document --
+-- Enqueue a discovered document; a changed version sends a finished one back to pending.
+INSERT INTO documents (run_id, source, doc_key, uri, priority, depth, size_bytes, version, seen_gen,
+                       available_at, discovered_at, updated_at)
+VALUES (:run_id, :source, :doc_key, :uri, :priority, :depth, :size, :version, :generation,
+        now(), now(), now())
+ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
+    seen_gen = excluded.seen_gen,
+    uri = excluded.uri,
+    size_bytes = excluded.size_bytes,
+    version = excluded.version,
+    state = CASE WHEN documents.version IS NOT excluded.version AND documents.state IN ('done', 'dead')
+                 THEN 'pending' ELSE documents.state END,
+    attempts = CASE WHEN documents.version IS NOT excluded.version AND documents.state IN ('done', 'dead')
+                    THEN 0 ELSE documents.attempts END,
+    available_at = CASE WHEN documents.version IS NOT excluded.version
+                             AND documents.state IN ('done', 'dead')
+                        THEN now() ELSE documents.available_at END,
+    updated_at = CASE WHEN documents.version IS NOT excluded.version THEN now() ELSE documents.updated_at END
+
+-- count_source_documents --
+-- Documents of one source.
+SELECT count(*) FROM documents WHERE run_id = :run_id AND source = :source
+
+-- select_unseen --
+-- Documents a finished discovery pass did not see.
+SELECT id, uri FROM documents WHERE run_id = :run_id AND source = :source AND seen_gen < :generation
+
+-- delete_document --
+-- Remove a document; chunks, attempts and relationships go with it.
+DELETE FROM documents WHERE id = :id
+
+-- bury_exhausted --
+-- Expired claims that already used every attempt go to the dead-letter queue instead of looping.
+UPDATE documents
+SET state = 'dead', lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
+    error_class = 'WorkerLost',
+    last_error = 'the worker holding it stopped without finishing, ' || attempts || ' time(s) '
+                 || '(crashed, killed, or out of memory while processing this document)',
+    updated_at = now()
+WHERE run_id = :run_id AND state = 'claimed' AND lease_expires_at < now() AND attempts >= :max_attempts
+RETURNING id
+
+-- close_lost_attempts --
+-- Attempts whose lease lapsed without an outcome ended with the worker lost.
+UPDATE attempts SET outcome = 'lost', finished_at = now(),
+    error_class = coalesce(error_class, 'WorkerLost'),
+    error_message = coalesce(error_message, 'lease expired before the worker finished')
+WHERE document_id = :document_id AND outcome IS NULL
+
+-- claim_documents --
+-- Lease up to :limit documents: pending and due, or claimed with a lapsed lease; priority, then age.
+UPDATE documents
+SET state = 'claimed', lease_token = :token_prefix || '-' || id, claimed_by = :worker_id,
+    attempts = attempts + 1, lease_expires_at = now() + :lease, updated_at = now()
+WHERE id IN (
+    SELECT id FROM (
+        SELECT id, priority FROM documents
+        WHERE run_id = :run_id AND state = 'pending' AND available_at <= now()
+        UNION ALL
+        SELECT id, priority FROM documents
+        WHERE run_id = :run_id AND state = 'claimed' AND lease_expires_at < now())
+    ORDER BY priority DESC, id
+    LIMIT :limit)
+RETURNING id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth, priority
+
+-- insert_attempt --
+-- Open the history row of a claim.
+INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token, claimed_at)
+VALUES (:document_id, :run_id, :attempt, :worker_id, :lease_token, now())
+
+-- extend_lease --
+-- Push one lease forward while its holder still has it.
+UPDATE documents SET lease_expires_at = now() + :lease
+WHERE lease_token = :lease_token AND state = 'claimed'
+RETURNING lease_token
+
+-- mark_done --
+-- Fenced completion: only the current lease holder can finish the document.
+UPDATE documents
+SET state = CASE WHEN version IS :version THEN 'done' ELSE 'pending' END,
+    attempts = CASE WHEN version IS :version THEN attempts ELSE 0 END,
+    lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
+    done_version = :version, content_hash = :content_hash, title = :title, mime = :mime,
+    chunk_count = :chunk_count, links = :links, metadata = :metadata,
+    last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
+WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
+-- mark_unchanged --
+-- Fenced completion of a document whose content did not change: chunks stay as they are.
+UPDATE documents
+SET state = CASE WHEN version IS :version THEN 'done' ELSE 'pending' END,
+    lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL, done_version = :version,
+    last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
+WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
+-- delete_chunks --
+-- Drop a document's chunks before writing the new ones (same transaction).
+DELETE FROM chunks WHERE document_id = :document_id
+
+-- insert_chunk --
+-- Store one chunk.
+INSERT INTO chunks (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
+                    text_hash, embedding)
+VALUES (:document_id, :ordinal, :text, :heading_path, :page, :char_start, :char_end, :token_count,
+        :text_hash, :embedding)
+
+-- cache_vector --
+-- Remember a chunk text's vector for this model.
+INSERT INTO embedding_cache (model_id, text_hash, embedding) VALUES (:model_id, :text_hash, :embedding)
+ON CONFLICT DO NOTHING
+
+-- cached_vectors --
+-- Vectors already computed for some chunk texts (chunked by the caller).
+SELECT text_hash, embedding FROM embedding_cache WHERE model_id = ? AND text_hash IN ({hashes})
+
+-- mark_failed --
+-- Fenced failure: back to pending after a delay, or dead.
+UPDATE documents
+SET state = :state, available_at = now() + :delay, lease_token = NULL, claimed_by = NULL,
+    lease_expires_at = NULL, last_error = :message, error_class = :error_class, updated_at = now()
+WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
+-- mark_released --
+-- Give a document back without spending an attempt.
+UPDATE documents
+SET state = 'pending', attempts = max(attempts - 1, 0), available_at = now(), lease_token = NULL,
+    claimed_by = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
+-- finish_attempt --
+-- Close the history row of a claim with its outcome.
+UPDATE attempts SET outcome = :outcome, finished_at = now(), error_class = :error_class,
+    error_message = :message
+WHERE lease_token = :lease_token
+
+-- register_worker --
+-- A worker process starts.
+INSERT INTO workers (worker_id, run_id, host, pid, started_at, last_beat_at)
+VALUES (:worker_id, :run_id, :host, :pid, now(), now())
+ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, started_at = now(), last_beat_at = now(),
+    stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
+
+-- beat_worker --
+-- A worker is alive; its counters.
+UPDATE workers SET last_beat_at = now(), current_docs = :current_docs, processed = :processed,
+    failed = :failed
+WHERE worker_id = :worker_id
+
+-- stop_worker --
+-- A worker exits cleanly.
+UPDATE workers SET stopped_at = now(), current_docs = 0 WHERE worker_id = :worker_id
+
+-- counts --
+-- Documents of a run by state.
+SELECT state, count(*) FROM documents WHERE run_id = :run_id GROUP BY state
+
+-- begin_finalize --
+-- Last man standing: exactly one worker moves a drained run to finalizing (or takes a lapsed finalize).
+UPDATE runs
+SET state = 'finalizing', finalizer_id = :worker_id, finalize_expires_at = now() + :lease,
+    updated_at = now()
+WHERE run_id = :run_id
+  AND discovered_gen >= discovery_gen
+  AND (state = 'ingesting' OR (state = 'finalizing' AND finalize_expires_at < now()))
+  AND NOT EXISTS (SELECT 1 FROM documents
+                  WHERE run_id = :run_id AND state IN ('pending', 'claimed'))
+
+-- extend_finalize --
+-- Keep a long finalize alive.
+UPDATE runs SET finalize_expires_at = now() + :lease
+WHERE run_id = :run_id AND state = 'finalizing' AND finalizer_id = :worker_id
+
+-- complete_finalize --
+-- The finalizer marks the run complete.
+UPDATE runs
+SET state = 'complete', finalizer_id = NULL, finalize_expires_at = NULL,
+    finalize_count = finalize_count + 1, updated_at = now()
+WHERE run_id = :run_id AND state = 'finalizing' AND finalizer_id = :worker_id
+
+-- delete_relationships --
+-- Drop the run's previous edges.
+DELETE FROM relationships WHERE run_id = :run_id
+
+-- insert_relationship --
+-- Store one edge.
+INSERT INTO relationships (run_id, source_id, target_id, kind, score)
+VALUES (:run_id, :source_id, :target_id, :kind, :score)
+ON CONFLICT DO NOTHING
+
+-- relationships --
+-- The run's edges.
+SELECT source_id, target_id, kind, score FROM relationships WHERE run_id = :run_id
+ORDER BY kind, source_id, score DESC
+
+-- finished_documents --
+-- Done documents with their link targets.
+SELECT id, source, doc_key, uri, links FROM documents WHERE run_id = :run_id AND state = 'done'
+
+-- chunk_vectors_of_run --
+-- Every chunk vector of the run's finished documents, grouped by document.
+SELECT c.document_id, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id
+WHERE d.run_id = :run_id AND d.state = 'done' ORDER BY c.document_id
+
+-- all_vectors --
+-- Every chunk vector, for brute-force cosine search in numpy.
+SELECT c.id, c.embedding FROM chunks c JOIN documents d ON d.id = c.document_id {run_filter}
+
+-- hits_by_id --
+-- Chunk details for search results.
+SELECT c.id, c.document_id, d.uri, d.title, c.heading_path, c.page, c.ordinal, c.char_start, c.char_end,
+       c.text
+FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({ids})
+
+-- text_search --
+-- Full-text search ranked by BM25 (lower is better in FTS5, so it is negated).
+SELECT f.rowid, -bm25(chunks_fts) AS score
+FROM chunks_fts f JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id
+WHERE chunks_fts MATCH ? {run_filter}
+ORDER BY bm25(chunks_fts) LIMIT ?
+
+-- documents --
+-- One row per document.
+SELECT id, run_id, source, doc_key, uri, state, attempts, chunk_count, title, last_error, error_class,
+       updated_at
+FROM documents {where} ORDER BY id {limit}
+
+-- chunk_count --
+-- Chunks of a run.
+SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.run_id = :run_id
