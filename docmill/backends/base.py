@@ -131,6 +131,32 @@ class Relationship:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A worker process as its heartbeats recorded it."""
+
+    worker_id: str
+    run_id: str
+    host: str
+    pid: int
+    started_at: float
+    last_beat_at: float
+    stopped_at: float | None
+    current_docs: int
+    processed: int
+    failed: int
+    seconds_since_beat: float
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionStats:
+    """Finished attempts in a recent time window, with their durations."""
+
+    count: int
+    avg_seconds: float | None
+    p95_seconds: float | None
+
+
 class Backend(Protocol):
     """Everything the pipeline, the workers, the leader and the CLI ask of the store."""
 
@@ -241,3 +267,9 @@ class Backend(Protocol):
 
     def relationships(self, run_id: str) -> list[Relationship]:
         """Edges computed by the run's last finalize."""
+
+    def worker_rows(self, run_id: str) -> list[WorkerRow]:
+        """Workers that ever joined the run, newest first."""
+
+    def recent_completions(self, run_id: str, window_seconds: float) -> CompletionStats:
+        """Attempts that finished done or unchanged in the last ``window_seconds``."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from docmill.backends.base import DocumentResult, RunInfo, UpsertCounts
+from docmill.backends.base import CompletionStats, DocumentResult, RunInfo, UpsertCounts
 from docmill.models import DocumentRef
 
 #: Rows per statement when a list of keys goes into an ``IN (…)`` list.
@@ -90,3 +90,11 @@ def fts_query(text: str) -> str:
     """A user's question as a safe full-text query: its words, quoted, joined by OR."""
     words = [w for w in "".join(ch if ch.isalnum() else " " for ch in text).split() if w]
     return " OR ".join(f'"{w}"' for w in words)
+
+
+def completion_stats(durations: Sequence[float]) -> CompletionStats:
+    """Count, mean and 95th percentile of attempt durations."""
+    if not durations:
+        return CompletionStats(0, None, None)
+    values = np.asarray(durations, dtype=np.float64)
+    return CompletionStats(len(values), float(values.mean()), float(np.percentile(values, 95)))

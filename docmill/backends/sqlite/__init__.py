@@ -14,6 +14,7 @@ import numpy as np
 from docmill.backends.base import (
     SCHEMA_VERSION,
     ClaimedDocument,
+    CompletionStats,
     DocumentLinks,
     DocumentResult,
     DocumentRow,
@@ -21,6 +22,7 @@ from docmill.backends.base import (
     RunInfo,
     SearchHit,
     UpsertCounts,
+    WorkerRow,
 )
 from docmill.backends.common import (
     batched,
@@ -30,6 +32,7 @@ from docmill.backends.common import (
     from_blob,
     fts_query,
     new_token_prefix,
+    completion_stats,
     run_from_row,
     to_blob,
 )
@@ -408,3 +411,12 @@ class SQLiteBackend:
         """The run's edges."""
         return [Relationship(source_id=r[0], target_id=r[1], kind=r[2], score=r[3])
                 for r in self.conn.execute(Q["relationships"], {"run_id": run_id})]
+
+    def worker_rows(self, run_id: str) -> list[WorkerRow]:
+        """Workers of the run."""
+        return [WorkerRow(*r) for r in self.conn.execute(Q["worker_rows"], {"run_id": run_id})]
+
+    def recent_completions(self, run_id: str, window_seconds: float) -> CompletionStats:
+        """Count and timing of recent completions."""
+        rows = self.conn.execute(Q["recent_durations"], {"run_id": run_id, "window": window_seconds})
+        return completion_stats([r[0] for r in rows])

@@ -280,3 +280,14 @@ FROM documents {where} ORDER BY id {limit}
 -- chunk_count --
 -- Chunks of a run.
 SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.run_id = :run_id
+
+-- worker_rows --
+-- Workers of a run with the age of their last heartbeat.
+SELECT worker_id, run_id, host, pid, started_at, last_beat_at, stopped_at, current_docs, processed, failed,
+       now() - last_beat_at
+FROM workers WHERE run_id = :run_id ORDER BY started_at DESC
+
+-- recent_durations --
+-- Durations of attempts that finished well in a recent window.
+SELECT finished_at - claimed_at FROM attempts
+WHERE run_id = :run_id AND outcome IN ('done', 'unchanged') AND finished_at >= now() - :window

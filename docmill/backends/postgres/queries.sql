@@ -1,0 +1,361 @@
+-- docmill PostgreSQL queries. Times come from the database clock: now() is the start of the
+-- current transaction, which keeps every row a transaction touches on one timestamp.
+-- Epoch seconds (float) are what Python sees. {placeholders} are filled by the backend with
+-- trusted text only (a vector dimension, a fixed filter clause), never with user input.
+
+-- insert_run --
+-- Create a run row if it does not exist yet.
+INSERT INTO runs (run_id, config_json) VALUES (%(run_id)s, %(config_json)s)
+ON CONFLICT (run_id) DO NOTHING
+
+-- reopen_run --
+-- A new ingest of a drained run asks for another discovery pass and clears the shutdown flag.
+UPDATE runs
+SET state = 'ingesting', discovery_gen = discovery_gen + 1, shutdown_requested = false,
+    finalizer_id = NULL, finalize_expires_at = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND (state <> 'ingesting' OR shutdown_requested)
+
+-- get_run --
+-- One run.
+SELECT run_id, state, discovery_gen, discovered_gen, leader_id,
+       extract(epoch FROM leader_expires_at)::float8, shutdown_requested, finalize_count,
+       extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8, config_json
+FROM runs WHERE run_id = %(run_id)s
+
+-- list_runs --
+-- Every run, newest first.
+SELECT run_id, state, discovery_gen, discovered_gen, leader_id,
+       extract(epoch FROM leader_expires_at)::float8, shutdown_requested, finalize_count,
+       extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8, config_json
+FROM runs ORDER BY updated_at DESC
+
+-- acquire_leadership --
+-- Take the leader lease when free or lapsed, or renew our own.
+UPDATE runs SET leader_id = %(worker_id)s, leader_expires_at = now() + make_interval(secs => %(ttl)s)
+WHERE run_id = %(run_id)s
+  AND (leader_id IS NULL OR leader_id = %(worker_id)s OR leader_expires_at < now())
+
+-- release_leadership --
+-- Give the leader lease up.
+UPDATE runs SET leader_id = NULL, leader_expires_at = NULL
+WHERE run_id = %(run_id)s AND leader_id = %(worker_id)s
+
+-- finish_discovery --
+-- Mark a discovery pass as complete.
+UPDATE runs SET discovered_gen = %(generation)s, updated_at = now()
+WHERE run_id = %(run_id)s AND discovered_gen < %(generation)s
+
+-- request_shutdown --
+-- Ask every worker of the run to stop.
+UPDATE runs SET shutdown_requested = true, updated_at = now() WHERE run_id = %(run_id)s
+
+-- existing_versions --
+-- What the run already knows of some keys of one source.
+SELECT doc_key, version, state FROM documents
+WHERE run_id = %(run_id)s AND source = %(source)s AND doc_key = ANY(%(keys)s::text[])
+
+-- upsert_documents --
+-- Enqueue discovered documents (one row per key); a changed version sends a finished one back to pending.
+INSERT INTO documents AS d (run_id, source, doc_key, uri, priority, depth, size_bytes, version, seen_gen)
+SELECT %(run_id)s, %(source)s, k, u, p, dp, s, v, %(generation)s
+FROM unnest(%(keys)s::text[], %(uris)s::text[], %(priorities)s::int[], %(depths)s::int[],
+            %(sizes)s::bigint[], %(versions)s::text[]) AS t (k, u, p, dp, s, v)
+ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
+    seen_gen = excluded.seen_gen,
+    uri = excluded.uri,
+    size_bytes = excluded.size_bytes,
+    version = excluded.version,
+    state = CASE WHEN d.version IS DISTINCT FROM excluded.version AND d.state IN ('done', 'dead')
+                 THEN 'pending' ELSE d.state END,
+    attempts = CASE WHEN d.version IS DISTINCT FROM excluded.version AND d.state IN ('done', 'dead')
+                    THEN 0 ELSE d.attempts END,
+    available_at = CASE WHEN d.version IS DISTINCT FROM excluded.version AND d.state IN ('done', 'dead')
+                        THEN now() ELSE d.available_at END,
+    updated_at = CASE WHEN d.version IS DISTINCT FROM excluded.version THEN now() ELSE d.updated_at END
+
+-- notify_work --
+-- Wake the run's idle workers (delivered when the transaction commits).
+SELECT pg_notify('docmill_' || %(run_id)s, '')
+
+-- count_source_documents --
+-- Documents of one source.
+SELECT count(*) FROM documents WHERE run_id = %(run_id)s AND source = %(source)s
+
+-- remove_unseen --
+-- Delete the documents a finished discovery pass did not see; chunks, attempts and edges go with them.
+WITH gone AS (
+    DELETE FROM documents
+    WHERE run_id = %(run_id)s AND source = %(source)s AND seen_gen < %(generation)s
+    RETURNING id, uri)
+SELECT uri FROM gone ORDER BY id
+
+-- bury_exhausted --
+-- Expired claims that already used every attempt go to the dead-letter queue instead of looping;
+-- their open attempts end as lost. SKIP LOCKED: a row another claimer is burying is its business.
+WITH buried AS (
+    UPDATE documents
+    SET state = 'dead', lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
+        error_class = 'WorkerLost',
+        last_error = 'the worker holding it stopped without finishing, ' || attempts || ' time(s) '
+                     || '(crashed, killed, or out of memory while processing this document)',
+        updated_at = now()
+    WHERE id IN (SELECT id FROM documents
+                 WHERE run_id = %(run_id)s AND state = 'claimed' AND lease_expires_at < now()
+                   AND attempts >= %(max_attempts)s
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id)
+UPDATE attempts SET outcome = 'lost', finished_at = now(),
+    error_class = coalesce(error_class, 'WorkerLost'),
+    error_message = coalesce(error_message, 'lease expired before the worker finished')
+WHERE document_id IN (SELECT id FROM buried) AND outcome IS NULL
+
+-- claim_documents --
+-- Lease up to %(limit)s documents: pending and due, or claimed with a lapsed lease; priority, then age.
+-- Each branch walks its partial index and skips rows other claimers hold (SKIP LOCKED), so
+-- concurrent claimers never wait for each other and never get the same row. The lapsed branch
+-- leaves out rows that used every attempt: bury_exhausted dead-letters those.
+WITH pending AS (
+    SELECT id, priority FROM documents
+    WHERE run_id = %(run_id)s AND state = 'pending' AND available_at <= now()
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), lapsed AS (
+    SELECT id, priority FROM documents
+    WHERE run_id = %(run_id)s AND state = 'claimed' AND lease_expires_at < now()
+      AND attempts < %(max_attempts)s
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT id, priority FROM pending UNION ALL SELECT id, priority FROM lapsed) AS u
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+)
+UPDATE documents AS d
+SET state = 'claimed', lease_token = %(token_prefix)s || '-' || d.id, claimed_by = %(worker_id)s,
+    attempts = d.attempts + 1, lease_expires_at = now() + make_interval(secs => %(lease)s),
+    updated_at = now()
+FROM picked WHERE d.id = picked.id
+RETURNING d.id, d.run_id, d.source, d.doc_key, d.uri, d.attempts, d.lease_token, d.version,
+          d.content_hash, d.depth, d.priority
+
+-- open_attempts --
+-- History rows of a claim: close what a lost earlier holder left open, then open one per document.
+WITH claimed AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(tokens)s::text[]) AS t (id, attempt, token)
+), closed AS (
+    UPDATE attempts SET outcome = 'lost', finished_at = now(),
+        error_class = coalesce(error_class, 'WorkerLost'),
+        error_message = coalesce(error_message, 'lease expired before the worker finished')
+    WHERE document_id IN (SELECT id FROM claimed WHERE attempt > 1) AND outcome IS NULL
+)
+INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token)
+SELECT id, %(run_id)s, attempt, %(worker_id)s, token FROM claimed
+
+-- extend_leases --
+-- Push leases forward while their holder still has them.
+UPDATE documents SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+WHERE lease_token = ANY(%(tokens)s::text[]) AND state = 'claimed'
+RETURNING lease_token
+
+-- mark_done --
+-- Fenced completion: only the current lease holder can finish the document.
+UPDATE documents
+SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done' ELSE 'pending' END,
+    attempts = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN attempts ELSE 0 END,
+    lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
+    done_version = %(version)s, content_hash = %(content_hash)s, title = %(title)s, mime = %(mime)s,
+    chunk_count = %(chunk_count)s, links = %(links)s::jsonb, metadata = %(metadata)s::jsonb,
+    last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
+RETURNING state
+
+-- mark_unchanged --
+-- Fenced completion of a document whose content did not change: chunks stay as they are.
+UPDATE documents
+SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done' ELSE 'pending' END,
+    lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL, done_version = %(version)s,
+    last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
+RETURNING state
+
+-- delete_chunks --
+-- Drop a document's chunks before writing the new ones (same transaction).
+DELETE FROM chunks WHERE document_id = %(document_id)s
+
+-- insert_chunk --
+-- Store one chunk; the vector is sent in pgvector's binary format.
+INSERT INTO chunks (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
+                    text_hash, dims, embedding)
+VALUES (%(document_id)s, %(ordinal)s, %(text)s, %(heading_path)s::jsonb, %(page)s, %(char_start)s,
+        %(char_end)s, %(token_count)s, %(text_hash)s, %(dims)s, %(embedding)b)
+
+-- cache_vectors --
+-- Remember chunk texts' vectors for this model (keys sorted by the caller, so that two
+-- transactions inserting overlapping keys take them in the same order and cannot deadlock).
+INSERT INTO embedding_cache (model_id, text_hash, embedding)
+SELECT %(model_id)s, h, e FROM unnest(%(hashes)s::text[], %(blobs)s::bytea[]) AS t (h, e)
+ON CONFLICT DO NOTHING
+
+-- cached_vectors --
+-- Vectors already computed for some chunk texts.
+SELECT text_hash, embedding FROM embedding_cache
+WHERE model_id = %(model_id)s AND text_hash = ANY(%(hashes)s::text[])
+
+-- mark_failed --
+-- Fenced failure: back to pending after a delay, or dead.
+UPDATE documents
+SET state = %(state)s, available_at = now() + make_interval(secs => %(delay)s), lease_token = NULL,
+    claimed_by = NULL, lease_expires_at = NULL, last_error = %(message)s, error_class = %(error_class)s,
+    updated_at = now()
+WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
+
+-- mark_released --
+-- Give documents back without spending an attempt.
+UPDATE documents AS d
+SET state = 'pending', attempts = greatest(d.attempts - 1, 0), available_at = now(), lease_token = NULL,
+    claimed_by = NULL, lease_expires_at = NULL, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS t (id, token)
+WHERE d.id = t.id AND d.lease_token = t.token AND d.state = 'claimed'
+RETURNING t.token
+
+-- finish_attempt --
+-- Close the history row of a claim with its outcome.
+UPDATE attempts SET outcome = %(outcome)s, finished_at = now(), error_class = %(error_class)s,
+    error_message = %(message)s
+WHERE lease_token = %(lease_token)s
+
+-- finish_released_attempts --
+-- Close the history rows of released claims.
+UPDATE attempts SET outcome = 'released', finished_at = now(), error_class = NULL, error_message = NULL
+WHERE lease_token = ANY(%(tokens)s::text[])
+
+-- register_worker --
+-- A worker process starts.
+INSERT INTO workers (worker_id, run_id, host, pid) VALUES (%(worker_id)s, %(run_id)s, %(host)s, %(pid)s)
+ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid,
+    started_at = now(), last_beat_at = now(), stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
+
+-- beat_worker --
+-- A worker is alive; its counters.
+UPDATE workers SET last_beat_at = now(), current_docs = %(current_docs)s, processed = %(processed)s,
+    failed = %(failed)s
+WHERE worker_id = %(worker_id)s
+
+-- stop_worker --
+-- A worker exits cleanly.
+UPDATE workers SET stopped_at = now(), current_docs = 0 WHERE worker_id = %(worker_id)s
+
+-- counts --
+-- Documents of a run by state.
+SELECT state, count(*) FROM documents WHERE run_id = %(run_id)s GROUP BY state
+
+-- begin_finalize --
+-- Last man standing: exactly one worker moves a drained run to finalizing (or takes a lapsed finalize).
+-- Concurrent callers queue on the run's row lock; the losers re-check the state and match nothing.
+UPDATE runs
+SET state = 'finalizing', finalizer_id = %(worker_id)s,
+    finalize_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+WHERE run_id = %(run_id)s
+  AND discovered_gen >= discovery_gen
+  AND (state = 'ingesting' OR (state = 'finalizing' AND finalize_expires_at < now()))
+  AND NOT EXISTS (SELECT 1 FROM documents
+                  WHERE run_id = %(run_id)s AND state IN ('pending', 'claimed'))
+
+-- extend_finalize --
+-- Keep a long finalize alive.
+UPDATE runs SET finalize_expires_at = now() + make_interval(secs => %(lease)s)
+WHERE run_id = %(run_id)s AND state = 'finalizing' AND finalizer_id = %(worker_id)s
+
+-- complete_finalize --
+-- The finalizer marks the run complete.
+UPDATE runs
+SET state = 'complete', finalizer_id = NULL, finalize_expires_at = NULL,
+    finalize_count = finalize_count + 1, updated_at = now()
+WHERE run_id = %(run_id)s AND state = 'finalizing' AND finalizer_id = %(worker_id)s
+
+-- delete_relationships --
+-- Drop the run's previous edges.
+DELETE FROM relationships WHERE run_id = %(run_id)s
+
+-- insert_relationships --
+-- Store the run's edges.
+INSERT INTO relationships (run_id, source_id, target_id, kind, score)
+SELECT %(run_id)s, s, t, k, sc
+FROM unnest(%(sources)s::bigint[], %(targets)s::bigint[], %(kinds)s::text[], %(scores)s::float8[])
+     AS e (s, t, k, sc)
+ON CONFLICT DO NOTHING
+
+-- relationships --
+-- The run's edges.
+SELECT source_id, target_id, kind, score FROM relationships WHERE run_id = %(run_id)s
+ORDER BY kind, source_id, score DESC
+
+-- finished_documents --
+-- Done documents with their link targets.
+SELECT id, source, doc_key, uri, links FROM documents WHERE run_id = %(run_id)s AND state = 'done'
+ORDER BY id
+
+-- document_vectors --
+-- Mean chunk vector of every finished document with chunks (pgvector's avg).
+SELECT c.document_id, avg(c.embedding) FROM chunks c JOIN documents d ON d.id = c.document_id
+WHERE d.run_id = %(run_id)s AND d.state = 'done'
+GROUP BY c.document_id ORDER BY c.document_id
+
+-- hnsw_index_exists --
+-- Whether the HNSW index of one vector dimension exists yet.
+SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = %(name)s
+
+-- create_hnsw_index --
+-- Cosine HNSW index of the chunks of one dimension (pgvector indexes need a fixed dimension).
+CREATE INDEX IF NOT EXISTS chunks_hnsw_{dims} ON chunks
+    USING hnsw ((embedding::vector({dims})) vector_cosine_ops) WHERE dims = {dims}
+
+-- store_dimensions --
+-- Vector dimensions present in the store (to explain a query of the wrong size).
+SELECT DISTINCT dims FROM chunks
+
+-- vector_search --
+-- Nearest chunks by cosine distance, through the HNSW index of this dimension; the run filter is
+-- applied to the index's candidates (hnsw.ef_search of them), so the caller checks for a short answer.
+SELECT c.id, c.document_id, d.uri, d.title, c.heading_path, c.page, c.ordinal, c.char_start, c.char_end,
+       c.text, 1 - c.distance AS score
+FROM (SELECT id, document_id, heading_path, page, ordinal, char_start, char_end, text,
+             embedding::vector({dims}) <=> %(query)b::vector({dims}) AS distance
+      FROM chunks WHERE dims = {dims}
+      ORDER BY embedding::vector({dims}) <=> %(query)b::vector({dims})
+      LIMIT %(candidates)s) AS c
+JOIN documents d ON d.id = c.document_id
+{run_filter}
+ORDER BY c.distance, c.id
+LIMIT %(k)s
+
+-- vector_search_exact --
+-- Nearest chunks of some runs by exact cosine distance (when the index's candidates were too few).
+SELECT c.id, c.document_id, d.uri, d.title, c.heading_path, c.page, c.ordinal, c.char_start, c.char_end,
+       c.text, 1 - (c.embedding::vector({dims}) <=> %(query)b::vector({dims})) AS score
+FROM chunks c JOIN documents d ON d.id = c.document_id
+WHERE c.dims = {dims} {run_filter}
+ORDER BY c.embedding::vector({dims}) <=> %(query)b::vector({dims}), c.id
+LIMIT %(k)s
+
+-- text_search --
+-- Full-text search: the question's words ORed (recall, as on SQLite), ranked by cover density.
+SELECT c.id, c.document_id, d.uri, d.title, c.heading_path, c.page, c.ordinal, c.char_start, c.char_end,
+       c.text, ts_rank_cd(c.tsv, q.query) AS score
+FROM websearch_to_tsquery('english', %(query)s) AS q (query), chunks c
+JOIN documents d ON d.id = c.document_id
+WHERE c.tsv @@ q.query {run_filter}
+ORDER BY score DESC, c.id
+LIMIT %(k)s
+
+-- documents --
+-- One row per document.
+SELECT id, run_id, source, doc_key, uri, state, attempts, chunk_count, title, last_error, error_class,
+       extract(epoch FROM updated_at)::float8
+FROM documents {where} ORDER BY id {limit}
+
+-- chunk_count --
+-- Chunks of a run.
+SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.run_id = %(run_id)s

@@ -1,0 +1,69 @@
+"""The leader's jobs: discover documents, enqueue them idempotently, and remove vanished ones.
+
+Exactly one worker of a run holds the leader lease at a time (renewed by its heartbeat thread);
+if it dies, the lease lapses and any other worker takes over and redoes the pass, which is safe
+because enqueueing is an idempotent upsert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+
+from docmill.backends.base import Backend
+from docmill.errors import SourceError
+from docmill.sources.base import Source
+
+log = logging.getLogger(__name__)
+UPSERT_BATCH = 500
+
+
+@dataclass
+class DiscoveryReport:
+    """What one discovery pass found."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    completed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def discover(backend: Backend, run_id: str, generation: int, sources: dict[str, Source],
+             keep_going: Callable[[], bool]) -> DiscoveryReport:
+    """Enqueue every document of every source; remove the ones a complete pass no longer sees."""
+    report = DiscoveryReport()
+    for name, source in sources.items():
+        seen = 0
+        try:
+            refs = source.discover()
+            while batch := list(islice(refs, UPSERT_BATCH)):
+                if not keep_going():
+                    log.info("discovery of %s interrupted (leadership lost or stopping)", name)
+                    return report
+                counts = backend.upsert_documents(run_id, batch, generation)
+                report.new += counts.new
+                report.changed += counts.changed
+                report.unchanged += counts.unchanged
+                seen += len(batch)
+        except SourceError as exc:
+            report.warnings.append(f"{exc}; its documents are kept as they are")
+            log.error("%s", exc)
+            continue
+        held = backend.count_source_documents(run_id, name)
+        if seen == 0 and held > 0:
+            # An unmounted disk or emptied folder must not wipe a whole store.
+            report.warnings.append(f"source {name!r} listed no documents although the store holds {held}: "
+                                   "not deleting them (is the folder empty or unmounted?)")
+            log.warning("%s", report.warnings[-1])
+            continue
+        removed = backend.remove_unseen(run_id, name, generation)
+        report.removed += len(removed)
+        for uri in removed:
+            log.info("removed %s (no longer in source %s)", uri, name)
+    backend.finish_discovery(run_id, generation)
+    report.completed = True
+    return report

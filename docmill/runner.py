@@ -1,0 +1,255 @@
+"""``ingest``: join (or start) the run of a config, work until it drains, and summarise.
+
+One worker runs in this process; ``workers > 1`` spawns that many processes that share the queue
+exactly as workers on other machines would.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from docmill.backends import database_url, open_backend
+from docmill.backends.base import Backend
+from docmill.config import Config, SourceConfig
+from docmill.errors import ConfigError, DocmillError, SourceError
+from docmill.models import DocState
+from docmill.observability import setup_logging
+from docmill.pipeline import PipelineStats
+from docmill.worker import Limit, Worker, WorkerReport, run_worker_process
+
+POLL_SECONDS = 0.5
+MAX_DEAD_LISTED = 50
+
+
+class Progress(Protocol):
+    """Receives queue progress while an ingest runs."""
+
+    def update(self, finished: int, total: int, counts: dict[str, int]) -> None:
+        """``finished`` of ``total`` documents are done or dead."""
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did; ``--json`` prints it as one object."""
+
+    run_id: str
+    counts: dict[str, int]
+    documents: int
+    chunks: int
+    seconds: float
+    docs_per_sec: float
+    processed: int = 0
+    done: int = 0
+    unchanged: int = 0
+    retried: int = 0
+    dead: int = 0
+    fenced: int = 0
+    embedded_chunks: int = 0
+    cache_hits: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    workers: int = 1
+    limit_reached: bool = False
+    finalized: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing is dead-lettered, 3 when some documents are, 1 when workers failed."""
+        if self.errors and not self.processed:
+            return 1
+        return 3 if self.counts.get(DocState.DEAD, 0) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output."""
+        return asdict(self)
+
+
+def sources_from_paths(paths: Sequence[str]) -> list[SourceConfig]:
+    """Turn SOURCE arguments (folders, files, globs) into source configs with unique names."""
+    sources: list[SourceConfig] = []
+    names: set[str] = set()
+    for raw in paths:
+        if "://" in raw:
+            scheme = raw.split("://", 1)[0]
+            raise ConfigError(f"{raw}: {scheme}:// sources are not supported yet; "
+                              "docmill reads local folders, files and glob patterns")
+        stem = Path(raw.split("*", 1)[0] or ".").resolve().name or "root"
+        name, n = stem, 2
+        while name in names:
+            name, n = f"{stem}-{n}", n + 1
+        names.add(name)
+        sources.append(SourceConfig(name=name, path=raw))
+    return sources
+
+
+def prepare_config(config: Config | str | Path | None, sources: Sequence[str]) -> Config:
+    """The config to ingest with: SOURCE arguments replace ``content_sources``."""
+    cfg = config if isinstance(config, Config) else Config.load(config)
+    if sources:
+        cfg = cfg.model_copy(update={"content_sources": sources_from_paths(sources)})
+    if not cfg.content_sources:
+        raise ConfigError("nothing to ingest: give a folder (docmill ingest ./docs) "
+                          "or list content_sources in the config")
+    for src in cfg.content_sources:
+        root = src.base_path.split("*", 1)[0] or "."
+        if not Path(root).expanduser().exists():
+            raise SourceError(f"source {src.name!r}: {Path(root).expanduser().resolve()} does not exist")
+    return cfg
+
+
+def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (), *, db: str | None = None,
+           workers: int | None = None, limit: int | None = None, progress: Progress | None = None,
+           handle_signals: bool = False) -> IngestSummary:
+    """Process every document of the config's sources (or of ``sources``) until the run drains."""
+    cfg = prepare_config(config, sources)
+    setup_logging(cfg.logging)
+    url = database_url(cfg, db)
+    n_workers = workers or cfg.workers.max_workers
+    threads = cfg.embedding.threads or max(1, (os.cpu_count() or 1) // n_workers)
+    backend = open_backend(url, cfg)
+    started = time.monotonic()
+    try:
+        backend.init_schema()
+        run_id = cfg.run_id()
+        backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True))
+        watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
+        if watcher:
+            watcher.start()
+        try:
+            if n_workers == 1:
+                reports, errors = _run_in_process(cfg, url, limit, threads, handle_signals)
+            else:
+                reports, errors = _run_processes(cfg, url, n_workers, limit, threads, handle_signals)
+        finally:
+            if watcher:
+                watcher.stop()
+        return _summarise(backend, run_id, reports, errors, n_workers, limit, time.monotonic() - started)
+    finally:
+        backend.close()
+
+
+def _run_in_process(cfg: Config, url: str, limit: int | None, threads: int,
+                    handle_signals: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    value = mp.Value("i", limit) if limit is not None else None
+    worker = Worker(cfg, url, Limit(value), threads=threads)
+    previous = None
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        worker.install_signal_handlers()
+    try:
+        report: WorkerReport = worker.run()
+    finally:
+        if previous:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+    return [report.__dict__], []
+
+
+def _run_processes(cfg: Config, url: str, n: int, limit: int | None, threads: int,
+                   handle_signals: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    value = ctx.Value("i", limit) if limit is not None else None
+    data = cfg.model_dump(mode="json")
+    procs = [ctx.Process(target=run_worker_process, args=(data, url, value, threads, results),
+                         name=f"docmill-worker-{i}") for i in range(n)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        # Children in the terminal's process group got Ctrl-C too; a plain `kill` reaches only us.
+        for p in procs:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signum)
+
+    previous = None
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        previous = (signal.signal(signal.SIGINT, forward), signal.signal(signal.SIGTERM, forward))
+    reports: list[dict[str, Any]] = []
+    try:
+        while any(p.is_alive() for p in procs) or not results.empty():
+            try:
+                reports.append(results.get(timeout=POLL_SECONDS))
+            except queue.Empty:
+                pass
+        for p in procs:
+            p.join()
+    finally:
+        if previous:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+    errors = [r["error"] for r in reports if "error" in r]
+    errors += [f"{p.name} exited with code {p.exitcode}" for p in procs if p.exitcode not in (0, None)
+               and not any("error" in r for r in reports)]
+    return [r for r in reports if "error" not in r], errors
+
+
+class _ProgressWatcher(threading.Thread):
+    """Polls queue counts on its own connection and reports them."""
+
+    def __init__(self, url: str, cfg: Config, run_id: str, progress: Progress) -> None:
+        super().__init__(name="docmill-progress", daemon=True)
+        self.url, self.cfg, self.run_id, self.progress = url, cfg, run_id, progress
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        backend = open_backend(self.url, self.cfg)
+        try:
+            while True:
+                self._report(backend)
+                if self.done.wait(POLL_SECONDS):
+                    self._report(backend)
+                    return
+        except DocmillError:
+            return  # progress is cosmetic; the workers report real errors
+        finally:
+            backend.close()
+
+    def _report(self, backend: Backend) -> None:
+        counts = backend.counts(self.run_id)
+        total = sum(counts.values())
+        self.progress.update(counts[DocState.DONE] + counts[DocState.DEAD], total, counts)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+
+def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], errors: list[str], n_workers: int,
+               limit: int | None, seconds: float) -> IngestSummary:
+    stats = PipelineStats()
+    discovery: dict[str, Any] = {}
+    finalized = False
+    for r in reports:
+        stats.merge(r.get("stats") or {})
+        finalized = finalized or bool(r.get("finalized"))
+        if r.get("discovery"):
+            discovery = r["discovery"]
+    counts = backend.counts(run_id)
+    dead_rows = backend.documents(run_id, DocState.DEAD, MAX_DEAD_LISTED)
+    return IngestSummary(
+        run_id=run_id, counts=counts, documents=sum(counts.values()), chunks=backend.chunk_count(run_id),
+        seconds=round(seconds, 3), docs_per_sec=round(stats.processed / seconds, 3) if seconds else 0.0,
+        processed=stats.processed, done=stats.done, unchanged=stats.unchanged, retried=stats.retried,
+        dead=stats.dead, fenced=stats.fenced, embedded_chunks=stats.embedded_chunks, cache_hits=stats.cache_hits,
+        new=discovery.get("new", 0), changed=discovery.get("changed", 0), removed=discovery.get("removed", 0),
+        workers=n_workers, limit_reached=limit is not None and counts[DocState.PENDING] > 0,
+        finalized=finalized, stage_seconds={k: round(v, 3) for k, v in stats.stage_seconds.items()},
+        dead_letters=[{"id": d.id, "uri": d.uri, "error_class": d.error_class, "error": d.last_error}
+                      for d in dead_rows],
+        warnings=list(discovery.get("warnings", [])), errors=errors)

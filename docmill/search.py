@@ -1,0 +1,71 @@
+"""Search: vector (cosine), text (BM25 / ts_rank) or hybrid (both, fused by reciprocal rank)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+from docmill.backends import database_url, open_backend
+from docmill.backends.base import Backend, SearchHit
+from docmill.config import Config
+from docmill.embedders import create_embedder
+from docmill.errors import DocmillError
+
+Mode = Literal["hybrid", "vector", "text"]
+RRF_K = 60  # the usual reciprocal-rank constant: damps the weight of the very first ranks
+CANDIDATES = 4  # each half of hybrid search contributes k * CANDIDATES candidates
+
+
+def compatible_runs(backend: Backend, config: Config) -> list[str]:
+    """Runs whose vectors come from the same embedding model as ``config``."""
+    wanted = config.embedding.identity()
+    runs = backend.list_runs()
+    if not runs:
+        raise DocmillError("the store is empty: run `docmill ingest SOURCE` first")
+    matching = [r.run_id for r in runs
+                if _embedding_identity(r.config_json) == wanted]
+    if not matching:
+        raise DocmillError(f"no run in this store was embedded with {config.embedding.provider}/"
+                           f"{config.embedding.model}: search with the config used for ingest (-c FILE)")
+    return matching
+
+
+def _embedding_identity(config_json: str) -> dict[str, object] | None:
+    try:
+        return Config(**json.loads(config_json)).embedding.identity()
+    except (ValueError, TypeError, DocmillError):
+        return None
+
+
+def fuse(rankings: list[list[SearchHit]], k: int) -> list[SearchHit]:
+    """Reciprocal rank fusion: a chunk ranked high by either method rises; by both, rises most."""
+    scores: dict[int, float] = {}
+    hits: dict[int, SearchHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    best = sorted(scores, key=lambda cid: -scores[cid])[:k]
+    return [replace(hits[cid], score=round(scores[cid], 6)) for cid in best]
+
+
+def search(query: str, config: Config | str | Path | None = None, *, db: str | None = None, k: int = 10,
+           mode: Mode = "hybrid", run_ids: list[str] | None = None) -> list[SearchHit]:
+    """The ``k`` chunks that best answer ``query``."""
+    cfg = config if isinstance(config, Config) else Config.load(config)
+    if not query.strip():
+        raise DocmillError("the search query is empty")
+    backend = open_backend(database_url(cfg, db), cfg)
+    try:
+        runs = run_ids or compatible_runs(backend, cfg)
+        if mode == "text":
+            return backend.text_search(query, k, runs)
+        embedder = create_embedder(cfg.embedding)
+        vector_hits = backend.vector_search(embedder.embed_query(query), k * CANDIDATES, runs)
+        if mode == "vector":
+            return vector_hits[:k]
+        return fuse([vector_hits, backend.text_search(query, k * CANDIDATES, runs)], k)
+    finally:
+        backend.close()

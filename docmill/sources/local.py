@@ -1,0 +1,150 @@
+"""Local files: a folder (recursive), a single file, or a glob pattern."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+from docmill.config import SourceConfig
+from docmill.errors import DocumentTooLargeError, PermanentError, SourceError
+from docmill.models import DocumentRef
+
+_ALWAYS_SKIPPED = {".git", ".hg", ".svn", ".docmill", "__pycache__", "node_modules", ".venv"}
+
+
+@cache
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob where ``**`` crosses folders and ``*`` does not, as a regex on posix paths."""
+    pattern = pattern.lstrip("./") if pattern.startswith("./") else pattern
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def matches(rel_path: str, patterns: list[str]) -> bool:
+    """Whether a relative posix path matches any glob; a pattern without ``/`` also matches base names."""
+    name = rel_path.rsplit("/", 1)[-1]
+    return any(_glob_regex(p).match(rel_path) or ("/" not in p and _glob_regex(p).match(name))
+               for p in patterns)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+class LocalSource:
+    """Documents on a local or mounted file system; the key is the path relative to the root."""
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        raw = os.path.expanduser(cfg.base_path)
+        self.pattern: str | None = None
+        if glob.has_magic(raw):
+            # "docs/**/*.md": the root is the part before the first wildcard, the rest is a filter.
+            parts = Path(raw).parts
+            first = next(i for i, p in enumerate(parts) if glob.has_magic(p))
+            self.root = Path(*parts[:first]).resolve() if first else Path.cwd()
+            self.pattern = "/".join(parts[first:])
+        else:
+            self.root = Path(raw).resolve()
+
+    def discover(self) -> Iterator[DocumentRef]:
+        """Walk the root; yields files in a stable order."""
+        if not self.root.exists():
+            raise SourceError(f"source {self.name!r}: {self.root} does not exist")
+        if self.root.is_file():
+            yield self._ref(self.root, self.root.name, self.root.stat())
+            return
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise SourceError(f"source {self.name!r}: cannot read folder {self.root} (permission denied)")
+        yield from self._walk(self.root, "", set())
+
+    def _walk(self, folder: Path, prefix: str, visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
+        try:
+            st = folder.stat()
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return  # an unreadable sub-folder is skipped; its files were never known
+        ident = (st.st_dev, st.st_ino)
+        if ident in visiting:
+            return  # a symlink pointing back up the tree
+        visiting = visiting | {ident}
+        for entry in entries:
+            if entry.name in _ALWAYS_SKIPPED or (entry.name.startswith(".") and not self.cfg.include_hidden):
+                continue
+            rel = f"{prefix}{entry.name}"
+            try:
+                if entry.is_symlink() and not self.cfg.follow_symlinks:
+                    continue
+                if entry.is_dir():
+                    if not matches(rel + "/", self.cfg.exclude) and not matches(rel, self.cfg.exclude):
+                        yield from self._walk(Path(entry.path), rel + "/", visiting)
+                    continue
+                if not entry.is_file():
+                    continue
+                file_stat = entry.stat()
+            except OSError:
+                continue  # dangling link or a file removed while walking
+            if self._wanted(rel):
+                yield self._ref(Path(entry.path), rel, file_stat)
+
+    def _wanted(self, rel: str) -> bool:
+        if self.pattern and not matches(rel, [self.pattern]):
+            return False
+        return matches(rel, self.cfg.include) and not matches(rel, self.cfg.exclude)
+
+    def _ref(self, path: Path, rel: str, st: os.stat_result) -> DocumentRef:
+        return DocumentRef(source=self.name, key=rel, uri=str(path), size=st.st_size,
+                           version=f"{st.st_size}:{st.st_mtime_ns}")
+
+    def _path(self, key: str) -> Path:
+        return self.root if self.root.is_file() else self.root / key
+
+    def fetch(self, key: str) -> bytes:
+        """Read a file, refusing it when it is larger than ``max_file_size``."""
+        path = self._path(key)
+        limit = self.cfg.max_file_size
+        try:
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise PermanentError(f"{path} is not a regular file")
+            if st.st_size > limit:
+                raise DocumentTooLargeError(f"file is {_human(st.st_size)}, over max_file_size {_human(limit)}")
+            with path.open("rb") as fh:
+                data = fh.read(limit + 1)
+        except FileNotFoundError:
+            raise PermanentError(f"{path} disappeared after it was discovered") from None
+        except PermissionError:
+            raise PermanentError(f"cannot read {path}: permission denied") from None
+        except IsADirectoryError:
+            raise PermanentError(f"{path} is a folder, not a file") from None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if len(data) > limit:
+            raise DocumentTooLargeError(f"file grew past max_file_size {_human(limit)} while reading")
+        return data

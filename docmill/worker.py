@@ -1,0 +1,275 @@
+"""A worker process: claim → process → complete/fail, with a heartbeat thread and graceful stop.
+
+Workers are identical: whichever holds the run's leader lease also discovers documents; whichever
+finds the run drained first finalizes it. A worker uses two database connections, its own and
+its heartbeat thread's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from docmill import relationships
+from docmill.backends import open_backend
+from docmill.backends.base import Backend, ClaimedDocument
+from docmill.config import Config
+from docmill.embedders import create_embedder
+from docmill.errors import DocmillError
+from docmill.leader import DiscoveryReport, discover
+from docmill.models import RunState
+from docmill.pipeline import Pipeline, PipelineStats
+from docmill.sources import create_source
+from docmill.sources.base import Source
+
+log = logging.getLogger(__name__)
+IDLE_MIN = 0.05  # first idle wait; doubles up to poll_interval so a finishing run ends promptly
+
+
+class Limit:
+    """How many documents this ingest command may still claim (shared by its worker processes)."""
+
+    def __init__(self, value: Any | None) -> None:
+        self.value = value  # a multiprocessing.Value("i") or None for no limit
+
+    def take(self, wanted: int) -> int:
+        """Reserve up to ``wanted`` documents; returns how many may be claimed."""
+        if self.value is None:
+            return wanted
+        with self.value.get_lock():
+            granted = max(0, min(wanted, self.value.value))
+            self.value.value -= granted
+        return granted
+
+    def give_back(self, count: int) -> None:
+        """Return reserved documents that were not claimed."""
+        if self.value is not None and count > 0:
+            with self.value.get_lock():
+                self.value.value += count
+
+    def exhausted(self) -> bool:
+        """True once every allowed document was claimed."""
+        return self.value is not None and self.value.value <= 0
+
+
+@dataclass
+class WorkerReport:
+    """A worker's stats and what its discovery passes found."""
+
+    worker_id: str
+    stats: dict[str, Any]
+    discovery: dict[str, Any] | None
+    finalized: bool
+
+
+class Heartbeat(threading.Thread):
+    """Extends the leases of held documents, renews leadership, and records the worker as alive."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="docmill-heartbeat", daemon=True)
+        self.worker = worker
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        w = self.worker
+        backend: Backend | None = None
+        interval = w.config.workers.heartbeat_interval
+        while not self.done.wait(interval):
+            try:
+                if backend is None:
+                    backend = open_backend(w.db_url, w.config)
+                self.beat(backend)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is survivable; the next one retries
+                log.warning("heartbeat failed: %s", exc)
+                if backend is not None:
+                    backend.close()
+                    backend = None
+        if backend is not None:
+            backend.close()
+
+    def beat(self, backend: Backend) -> None:
+        """One round of lease extension and liveness."""
+        w = self.worker
+        lease = w.config.workers.claim_timeout
+        tokens = w.held_tokens()
+        if tokens:
+            held = backend.extend_leases(tokens, lease)
+            lost = set(tokens) - held
+            if lost:
+                log.warning("lost %d lease(s); those documents will be finished by another worker", len(lost))
+        if w.is_leader:
+            w.is_leader = backend.acquire_leadership(w.run_id, w.worker_id, lease)
+        if w.finalizing:
+            backend.extend_finalize(w.run_id, w.worker_id, lease)
+        stats = w.pipeline.stats if w.pipeline else PipelineStats()
+        backend.beat_worker(w.worker_id, len(tokens), stats.processed, stats.dead + stats.retried)
+
+
+class Worker:
+    """One worker's loop; ``run()`` returns when the run is complete, on stop, or at the limit."""
+
+    def __init__(self, config: Config, db_url: str, limit: Limit | None = None, threads: int | None = None,
+                 on_progress: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.db_url = db_url
+        self.run_id = config.run_id()
+        self.worker_id = config.worker_name()
+        self.limit = limit or Limit(None)
+        self.threads = threads
+        self.stop = threading.Event()
+        self.is_leader = False
+        self.finalizing = False
+        self._held: dict[str, ClaimedDocument] = {}
+        self._held_lock = threading.Lock()
+        self.pipeline: Pipeline | None = None
+        self.discovery: DiscoveryReport | None = None
+        self.finalized = False
+        self.on_progress = on_progress
+
+    def held_tokens(self) -> list[str]:
+        """Lease tokens of the documents being processed now."""
+        with self._held_lock:
+            return list(self._held)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: stop claiming and finish or release; a second signal exits at once."""
+        def handler(signum: int, _frame: object) -> None:
+            if self.stop.is_set():
+                raise SystemExit(128 + signum)
+            log.warning("stopping: finishing or releasing held documents (signal again to exit now)")
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> WorkerReport:
+        """Work until the run is complete, a stop is asked for, or the limit is reached."""
+        backend = open_backend(self.db_url, self.config)
+        heartbeat = Heartbeat(self)
+        try:
+            sources: dict[str, Source] = {s.name: create_source(s) for s in self.config.content_sources}
+            embedder = create_embedder(self.config.embedding, threads=self.threads)
+            self.pipeline = Pipeline(self.config, backend, embedder, sources, self.stop)
+            backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid())
+            heartbeat.start()
+            self._loop(backend, sources)
+        finally:
+            heartbeat.done.set()
+            self._shutdown(backend)
+            heartbeat.join(timeout=5)
+        return WorkerReport(self.worker_id, _stats_dict(self.pipeline.stats if self.pipeline else None),
+                            self.discovery.__dict__ if self.discovery else None, self.finalized)
+
+    def _loop(self, backend: Backend, sources: dict[str, Source]) -> None:
+        workers = self.config.workers
+        idle = IDLE_MIN
+        while not self.stop.is_set():
+            run = backend.get_run(self.run_id)
+            if run is None:
+                raise DocmillError(f"run {self.run_id} does not exist (was the store reset?)")
+            if run.shutdown_requested:
+                log.warning("shutdown requested for run %s: stopping", self.run_id)
+                break
+            if run.discovered_gen < run.discovery_gen and self._lead(backend):
+                self.discovery = discover(backend, self.run_id, run.discovery_gen, sources,
+                                          lambda: self.is_leader and not self.stop.is_set())
+                continue
+            if self.limit.exhausted():
+                break
+            wanted = self.limit.take(workers.claim_batch_size)
+            docs = backend.claim(self.run_id, self.worker_id, wanted, workers.claim_timeout, workers.max_retries)
+            self.limit.give_back(wanted - len(docs))
+            if docs:
+                idle = IDLE_MIN
+                self._process(backend, docs)
+                continue
+            if run.discovered_gen >= run.discovery_gen and self._drained(backend, run.state):
+                break
+            self.stop.wait(idle)
+            idle = min(idle * 2, workers.poll_interval)
+
+    def _lead(self, backend: Backend) -> bool:
+        self.is_leader = backend.acquire_leadership(self.run_id, self.worker_id, self.config.workers.claim_timeout)
+        return self.is_leader
+
+    def _process(self, backend: Backend, docs: list[ClaimedDocument]) -> None:
+        assert self.pipeline is not None
+        with self._held_lock:
+            self._held.update({d.lease_token: d for d in docs})
+        try:
+            self.pipeline.process(docs)
+        except BaseException:
+            # Interrupted mid-batch (second signal): give back what is still claimed. Release is fenced
+            # on state and token, so documents already finished are not touched.
+            with contextlib.suppress(Exception):
+                backend.release(docs)
+            raise
+        finally:
+            with self._held_lock:
+                for d in docs:
+                    self._held.pop(d.lease_token, None)
+        if self.on_progress:
+            self.on_progress()
+
+    def _drained(self, backend: Backend, state: str) -> bool:
+        """True when the run needs nothing more from this worker (finalizing it if it is the last)."""
+        if state == RunState.COMPLETE:
+            return True
+        counts = backend.counts(self.run_id)
+        if counts["pending"] or counts["claimed"]:
+            return False
+        lease = self.config.workers.claim_timeout
+        if not backend.try_begin_finalize(self.run_id, self.worker_id, lease):
+            return False  # someone else is finalizing; wait for it to mark the run complete
+        self.finalizing = True
+        try:
+            edges = relationships.compute(backend, self.run_id)
+            self.finalized = backend.complete_finalize(self.run_id, self.worker_id, edges)
+            log.info("run %s finalized: %d relationships", self.run_id, len(edges))
+        finally:
+            self.finalizing = False
+        return True
+
+    def _shutdown(self, backend: Backend) -> None:
+        try:
+            if self.is_leader:
+                backend.release_leadership(self.run_id, self.worker_id)
+            backend.stop_worker(self.worker_id)
+        except Exception as exc:  # noqa: BLE001 - leases lapse on their own if this fails
+            log.warning("could not release held work cleanly: %s", exc)
+        finally:
+            backend.close()
+
+
+def _stats_dict(stats: PipelineStats | None) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in stats.__dict__.items()}
+
+
+def run_worker_process(config_data: dict[str, Any], db_url: str, limit_value: Any, threads: int,
+                       results: Any) -> None:
+    """Entry point of a spawned worker process: run, then send the report to the parent."""
+    from docmill.observability import setup_logging
+
+    config = Config(**config_data)
+    setup_logging(config.logging)
+    worker = Worker(config, db_url, Limit(limit_value), threads=threads)
+    worker.install_signal_handlers()
+    try:
+        report = worker.run()
+    except DocmillError as exc:
+        log.error("%s", exc)
+        results.put({"worker_id": worker.worker_id, "error": str(exc)})
+        raise SystemExit(1) from None
+    results.put(report.__dict__)
+    # A tiny pause lets the queue's feeder thread flush before the process exits.
+    time.sleep(0.05)
