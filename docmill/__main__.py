@@ -1,0 +1,5 @@
+"""``python -m docmill`` runs the CLI."""
+
+from docmill.cli import main
+
+main()

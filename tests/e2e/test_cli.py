@@ -1,0 +1,204 @@
+"""The docmill CLI as a user runs it: a subprocess, a real folder, the real model, a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.corpus import write_bad_corpus, write_good_corpus, write_invalid_utf8, write_large_file, write_zero_byte
+
+DOCMILL = [sys.executable, "-m", "docmill"]
+
+
+def run(*args: str, cwd: Path, check_code: int | None = 0, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``docmill ARGS`` and check its exit code."""
+    proc = subprocess.run([*DOCMILL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check_code is not None:
+        assert proc.returncode == check_code, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def ingest_json(workdir: Path, *args: str, code: int = 0) -> dict:
+    """``docmill ingest … --json`` parsed."""
+    return json.loads(run("ingest", *args, "--json", cwd=workdir, check_code=code).stdout)
+
+
+def top_uri(workdir: Path, question: str, k: int = 3) -> list[str]:
+    """URIs of the top search hits for a question."""
+    hits = json.loads(run("search", question, "-k", str(k), "--json", cwd=workdir).stdout)
+    return [h["uri"] for h in hits]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict]:
+    """A good corpus ingested once for the search tests."""
+    workdir = tmp_path_factory.mktemp("work")
+    questions = write_good_corpus(workdir / "docs")
+    summary = ingest_json(workdir, "docs")
+    return workdir, questions, summary
+
+
+def test_ingest_summary_has_documented_keys(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
+    _, questions, summary = corpus_run
+    for key in ("run_id", "counts", "chunks", "seconds", "docs_per_sec"):
+        assert key in summary
+    assert summary["counts"]["done"] == len(questions)
+    assert summary["counts"]["dead"] == 0
+    assert summary["chunks"] >= len(questions)
+    assert summary["finalized"] is True
+
+
+def test_search_finds_the_file_that_answers(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
+    workdir, questions, _ = corpus_run
+    misses = []
+    for relative, question in questions.items():
+        uris = top_uri(workdir, question)
+        if not uris or not uris[0].endswith(relative):
+            misses.append((question, relative, uris))
+    # Hybrid retrieval on 11 distinct topics should place the answering file first almost always.
+    assert len(misses) <= 1, misses
+
+
+def test_search_modes_and_human_output(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
+    workdir, _, _ = corpus_run
+    for mode in ("vector", "text", "hybrid"):
+        hits = json.loads(run("search", "fire alarm assembly point", "--mode", mode, "--json", cwd=workdir).stdout)
+        assert hits and hits[0]["uri"].endswith("handbook.pdf"), mode
+        assert hits[0]["page"] is not None
+    human = run("search", "sourdough starter feeding", cwd=workdir).stdout
+    assert "sourdough.md" in human
+
+
+def test_reingest_unchanged_embeds_nothing(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
+    workdir, questions, _ = corpus_run
+    again = ingest_json(workdir, "docs")
+    assert again["embedded_chunks"] == 0
+    assert again["processed"] == 0
+    assert again["counts"]["done"] == len(questions)
+
+
+def test_status_and_documents_commands(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
+    workdir, questions, summary = corpus_run
+    status = json.loads(run("status", "--json", cwd=workdir).stdout)
+    assert status["run_id"] == summary["run_id"]
+    assert status["counts"]["done"] == len(questions)
+    for key in ("active_workers", "queue_depth", "throughput", "avg_processing_time", "failed_count"):
+        assert key in status
+    docs = json.loads(run("documents", "--json", cwd=workdir).stdout)
+    assert {d["state"] for d in docs} == {"done"}
+    assert all(d["chunks"] > 0 for d in docs)
+    assert "done" in run("status", cwd=workdir).stdout
+
+
+def test_change_and_delete_are_reflected(tmp_path: Path) -> None:
+    write_good_corpus(tmp_path / "docs")
+    ingest_json(tmp_path, "docs")
+    piano = tmp_path / "docs" / "notes" / "piano.txt"
+    piano.write_text("Lobby piano care\n\nThe lobby piano was replaced by a harpsichord that is tuned every "
+                     "Friday by the baroque ensemble.\n")
+    (tmp_path / "docs" / "data" / "aquarium.csv").unlink()
+    summary = ingest_json(tmp_path, "docs")
+    assert summary["changed"] == 1
+    assert summary["removed"] == 1
+    assert summary["processed"] == 1
+    assert 0 < summary["embedded_chunks"] <= 2
+    hits = json.loads(run("search", "harpsichord tuned by the baroque ensemble", "--json", cwd=tmp_path).stdout)
+    assert hits[0]["uri"].endswith("piano.txt") and "harpsichord" in hits[0]["text"]
+    every = json.loads(run("search", "neon tetra water temperature", "-k", "20", "--json", cwd=tmp_path).stdout)
+    assert not any(h["uri"].endswith("aquarium.csv") for h in every)
+
+
+def test_touched_file_is_not_reembedded(tmp_path: Path) -> None:
+    write_good_corpus(tmp_path / "docs")
+    ingest_json(tmp_path, "docs")
+    keys = tmp_path / "docs" / "guides" / "keys.md"
+    os.utime(keys, (1_000_000_000, 1_000_000_000))
+    summary = ingest_json(tmp_path, "docs")
+    assert summary["changed"] == 1
+    assert summary["unchanged"] == 1
+    assert summary["embedded_chunks"] == 0
+
+
+def test_emptied_source_root_keeps_the_store(tmp_path: Path) -> None:
+    questions = write_good_corpus(tmp_path / "docs")
+    ingest_json(tmp_path, "docs")
+    shutil.rmtree(tmp_path / "docs")
+    (tmp_path / "docs").mkdir()
+    summary = ingest_json(tmp_path, "docs")
+    assert summary["removed"] == 0
+    assert summary["counts"]["done"] == len(questions)
+    assert any("not deleting" in w for w in summary["warnings"])
+
+
+def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run("ingest", "nope", cwd=tmp_path, check_code=1)
+    assert "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_inputs_are_dead_lettered_and_good_files_finish(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    questions = write_good_corpus(docs)
+    reasons = write_bad_corpus(docs)
+    write_zero_byte(docs / "empty.txt")
+    write_invalid_utf8(docs / "latin.txt")
+    write_large_file(docs / "huge.txt", 3_000_000)
+    (docs / "loop").symlink_to(docs, target_is_directory=True)
+    config = tmp_path / "docmill.yaml"
+    config.write_text("content_sources:\n  - name: docs\n    path: docs\n    max_file_size: 2MB\n"
+                      "workers:\n  retry_delay: 0\n")
+    proc = run("ingest", str(config), "--json", cwd=tmp_path, check_code=3)
+    summary = json.loads(proc.stdout)
+    assert "Traceback" not in proc.stderr
+    dead = {Path(d["uri"]).relative_to(docs).as_posix(): d["error"] for d in summary["dead_letters"]}
+    reasons["huge.txt"] = "over max_file_size"
+    assert set(dead) == set(reasons), dead
+    for relative, reason in reasons.items():
+        assert reason in dead[relative], (relative, dead[relative])
+    assert summary["counts"]["done"] == len(questions) + 2  # empty.txt and latin.txt are fine
+    listed = json.loads(run("documents", "--state", "dead", "--json", cwd=tmp_path,
+                            env={"DOCMILL_DATABASE_URL": ""}).stdout)
+    assert len(listed) == len(reasons)
+    assert top_uri(tmp_path, questions["notes/piano.txt"])[0].endswith("piano.txt")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
+def test_unreadable_file_is_dead_lettered(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.txt").write_text("A readable note about tulips.")
+    secret = docs / "secret.txt"
+    secret.write_text("nobody may read this")
+    secret.chmod(0)
+    summary = json.loads(run("ingest", "docs", "--json", cwd=tmp_path, check_code=3).stdout)
+    assert "permission denied" in summary["dead_letters"][0]["error"]
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("embedding:\n  batchsize: 4\nworkers:\n  max_workers: many\n")
+    proc = run("validate", str(config), cwd=tmp_path, check_code=1)
+    assert "embedding.batchsize" in proc.stderr and "batch_size" in proc.stderr
+    assert "workers.max_workers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text("storage:\n  backend: postgresql\n  host: db.internal\n  password: ${DM_TEST_PW:-hunter2}\n")
+    shown = run("validate", str(good), cwd=tmp_path).stdout
+    assert "db.internal" in shown and "hunter2" not in shown
+
+
+def test_workers_flag_and_init_db(tmp_path: Path) -> None:
+    assert "schema ready" in run("init-db", cwd=tmp_path).stdout
+    questions = write_good_corpus(tmp_path / "docs")
+    summary = ingest_json(tmp_path, "docs", "--workers", "2")
+    assert summary["workers"] == 2
+    assert summary["counts"]["done"] == len(questions)
+    assert summary["finalized"] is True
