@@ -332,12 +332,13 @@ ORDER BY c.distance, c.id
 LIMIT %(k)s
 
 -- vector_search_exact --
--- Nearest chunks of some runs by exact cosine distance (when the index's candidates were too few).
+-- Nearest chunks by exact cosine distance (when the index's candidates were too few); ordering by
+-- the score rather than by the distance operator keeps the planner off the approximate index.
 SELECT c.id, c.document_id, d.uri, d.title, c.heading_path, c.page, c.ordinal, c.char_start, c.char_end,
        c.text, 1 - (c.embedding::vector({dims}) <=> %(query)b::vector({dims})) AS score
 FROM chunks c JOIN documents d ON d.id = c.document_id
 WHERE c.dims = {dims} {run_filter}
-ORDER BY c.embedding::vector({dims}) <=> %(query)b::vector({dims}), c.id
+ORDER BY score DESC, c.id
 LIMIT %(k)s
 
 -- text_search --
