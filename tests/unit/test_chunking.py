@@ -1,0 +1,190 @@
+"""The chunker with the real packaged tokenizer (and without one, as HTTP providers use it)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import tokenizers
+
+from docmill.chunking import Chunker, full_text
+from docmill.config import ChunkingConfig
+from docmill.embedders.local_onnx import tokenizer_file
+from docmill.models import Chunk, ParsedDocument, Section
+
+MODEL_MAX = 256
+_WORDS = ["queue", "worker", "lease", "token", "retry", "backoff", "document", "parser", "chunk", "vector",
+          "search", "index", "heading", "page", "section", "embed", "model", "batch", "store", "schema",
+          "claim", "fence", "heartbeat", "run"]
+
+
+@pytest.fixture(scope="module")
+def tok() -> tokenizers.Tokenizer:
+    # The packaged file has truncation at 128 baked in; the chunker must ignore it.
+    return tokenizers.Tokenizer.from_file(str(tokenizer_file()))
+
+
+def prose(n_sentences: int, seed: int = 0, per_paragraph: int = 5) -> str:
+    """Deterministic sentences of 6-14 words, grouped into paragraphs."""
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 14))).capitalize() + "."
+                 for _ in range(n_sentences)]
+    return "\n\n".join(" ".join(sentences[i:i + per_paragraph])
+                       for i in range(0, len(sentences), per_paragraph))
+
+
+def n_tokens(tok: tokenizers.Tokenizer, text: str, special: bool) -> int:
+    copy = tokenizers.Tokenizer.from_str(tok.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return len(copy.encode(text, add_special_tokens=special).ids)
+
+
+def assert_offsets(doc: ParsedDocument, chunks: list[Chunk]) -> None:
+    text = full_text(doc)
+    for chunk in chunks:
+        assert text[chunk.char_start:chunk.char_end] == chunk.text
+
+
+def test_empty_document_gives_no_chunks(tok: tokenizers.Tokenizer) -> None:
+    chunker = Chunker(ChunkingConfig(), tok, MODEL_MAX)
+    assert chunker.chunk(ParsedDocument(title=None, sections=[], mime="text/plain")) == []
+    blank = ParsedDocument(title="t", sections=[Section("  \n\n "), Section("")], mime="text/plain")
+    assert chunker.chunk(blank) == []
+
+
+def test_chunks_respect_token_limits_and_overlap(tok: tokenizers.Tokenizer) -> None:
+    # One long paragraph, so chunks end at sentence boundaries. The splitter's overlap is made of
+    # whole semantic units (here sentences) up to ``overlap`` tokens; sentences here are <= 17
+    # tokens, so every neighbouring pair must share at least one sentence.
+    cfg = ChunkingConfig(max_tokens=64, overlap=20)
+    text = prose(120, per_paragraph=1000)
+    doc = ParsedDocument(title=None, sections=[Section(text)], mime="text/plain")
+    chunks = Chunker(cfg, tok, MODEL_MAX).chunk(doc)
+    assert len(chunks) > 10
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    for chunk in chunks:
+        assert chunk.token_count == n_tokens(tok, chunk.text, special=False)
+        assert 0 < chunk.token_count <= 64
+        assert chunk.text == chunk.text.strip()
+    assert_offsets(doc, chunks)
+    for prev, nxt in itertools.pairwise(chunks):
+        # The next chunk starts inside the previous one: they share text.
+        assert prev.char_start < nxt.char_start < prev.char_end
+        shared = text[nxt.char_start:prev.char_end]
+        assert 0 < n_tokens(tok, shared, special=False) <= 20
+    # ...and together they cover the whole section.
+    assert chunks[0].char_start == 0
+    assert chunks[-1].char_end == len(full_text(doc))
+
+
+def test_no_overlap_when_configured_off(tok: tokenizers.Tokenizer) -> None:
+    cfg = ChunkingConfig(max_tokens=64, overlap=0)
+    doc = ParsedDocument(title=None, sections=[Section(prose(60))], mime="text/plain")
+    chunks = Chunker(cfg, tok, MODEL_MAX).chunk(doc)
+    assert all(nxt.char_start >= prev.char_end for prev, nxt in itertools.pairwise(chunks))
+
+
+def test_headings_pages_and_offsets_are_carried(tok: tokenizers.Tokenizer) -> None:
+    sections = [
+        Section(prose(3, seed=1), ("Guide",), page=1),
+        Section("", ("Guide", "Empty"), page=1),
+        Section(prose(40, seed=2), ("Guide", "Install"), page=2),
+        Section(prose(25, seed=3), (), page=3),
+    ]
+    doc = ParsedDocument(title="Guide", sections=sections, mime="application/pdf")
+    chunks = Chunker(ChunkingConfig(max_tokens=80, overlap=10), tok, MODEL_MAX).chunk(doc)
+    assert_offsets(doc, chunks)
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    assert {(c.heading_path, c.page) for c in chunks} == {(("Guide",), 1), (("Guide", "Install"), 2), ((), 3)}
+    text = full_text(doc)
+    for chunk in chunks:
+        # Each chunk lies inside its own section: chunks never straddle a section boundary.
+        section = next(s for s in sections if s.heading_path == chunk.heading_path)
+        assert chunk.text in section.text
+        assert "\n\n".join(s.text for s in sections) == text
+        if chunk.heading_path:
+            assert chunk.embed_text == " > ".join(chunk.heading_path) + "\n\n" + chunk.text
+        else:
+            assert chunk.embed_text == chunk.text
+
+
+def test_prepend_headings_off_embeds_bare_text(tok: tokenizers.Tokenizer) -> None:
+    doc = ParsedDocument(title=None, sections=[Section(prose(10), ("A", "B"))], mime="text/html")
+    chunks = Chunker(ChunkingConfig(prepend_headings=False), tok, MODEL_MAX).chunk(doc)
+    assert chunks
+    assert all(c.embed_text == c.text and c.heading_path == ("A", "B") for c in chunks)
+
+
+@pytest.mark.parametrize("max_tokens", [200, 254, 400])
+def test_embed_text_fits_the_model(tok: tokenizers.Tokenizer, max_tokens: int) -> None:
+    long_heading = "Appendix " + " ".join(f"clause{i}" for i in range(300))  # alone above the limit
+    sections = [
+        Section(prose(80, seed=4), ("Operations manual", "Key management", "Rotation of signing keys")),
+        Section(prose(80, seed=5), (long_heading, "Sub")),
+        Section(prose(80, seed=6)),
+    ]
+    doc = ParsedDocument(title=None, sections=sections, mime="text/plain")
+    cfg = ChunkingConfig(max_tokens=max_tokens, overlap=32)
+    chunks = Chunker(cfg, tok, MODEL_MAX).chunk(doc)
+    assert_offsets(doc, chunks)
+    for chunk in chunks:
+        assert n_tokens(tok, chunk.embed_text, special=True) <= MODEL_MAX
+        assert chunk.token_count <= min(max_tokens, MODEL_MAX)
+    # The huge heading path was cut, not dropped, to at most a quarter of the model's input.
+    cut = [c for c in chunks if c.embed_text.startswith("Appendix")]
+    assert cut
+    for chunk in cut:
+        prefix = chunk.embed_text[:-len(chunk.text)].removesuffix("\n\n")
+        assert long_heading.startswith(prefix)
+        assert 0 < n_tokens(tok, prefix, special=False) <= (MODEL_MAX - 2) // 4
+
+
+def test_markdown_sections_split_on_markdown_structure(tok: tokenizers.Tokenizer) -> None:
+    items = "\n".join(f"- item {i}: {prose(1, seed=i)}" for i in range(30))
+    code = "```python\n" + "\n".join(f"value_{i} = compute({i})" for i in range(8)) + "\n```"
+    body = f"{prose(10, seed=7)}\n\n{items}\n\n{code}\n\n{prose(10, seed=8)}"
+    doc = ParsedDocument(title="Readme", sections=[Section(body, ("Readme", "Usage"))], mime="text/markdown")
+    chunks = Chunker(ChunkingConfig(max_tokens=96, overlap=0), tok, MODEL_MAX).chunk(doc)
+    assert len(chunks) > 3
+    assert_offsets(doc, chunks)
+    assert all(c.heading_path == ("Readme", "Usage") and c.token_count <= 96 for c in chunks)
+    # The code block is short enough to stay whole: Markdown-aware splitting keeps it in one chunk.
+    assert any(code in c.text for c in chunks)
+    # List items are never cut mid-item.
+    for c in chunks:
+        for line in c.text.splitlines():
+            if line.startswith("- item"):
+                assert line.endswith(".")
+
+
+def test_unicode_offsets_are_character_offsets(tok: tokenizers.Tokenizer) -> None:
+    text = " ".join(["Größe, naïve café — 東京の天気は晴れ。🙂"] * 60)
+    doc = ParsedDocument(title=None, sections=[Section("é" * 3), Section(text)], mime="text/plain")
+    chunks = Chunker(ChunkingConfig(max_tokens=50, overlap=10), tok, MODEL_MAX).chunk(doc)
+    assert len(chunks) > 3
+    assert_offsets(doc, chunks)
+
+
+def test_without_tokenizer_sizes_by_characters() -> None:
+    sections = [Section(prose(100, seed=9), ("Guide", "Setup"), page=4)]
+    doc = ParsedDocument(title=None, sections=[Section("intro"), *sections], mime="text/plain")
+    cfg = ChunkingConfig(max_tokens=50, overlap=10)
+    chunks = Chunker(cfg, None, 8191).chunk(doc)
+    assert len(chunks) > 5
+    assert_offsets(doc, chunks)
+    assert chunks[0].text == "intro" and chunks[0].heading_path == ()
+    for chunk in chunks[1:]:
+        assert len(chunk.text) <= 50 * 4
+        assert chunk.token_count == -(-len(chunk.text) // 4)
+        assert chunk.heading_path == ("Guide", "Setup") and chunk.page == 4
+        assert chunk.embed_text.startswith("Guide > Setup\n\n")
+    assert any(nxt.char_start < prev.char_end for prev, nxt in itertools.pairwise(chunks[1:]))
+
+
+def test_chunker_does_not_change_the_callers_tokenizer(tok: tokenizers.Tokenizer) -> None:
+    before = tok.to_str()
+    Chunker(ChunkingConfig(), tok, MODEL_MAX).chunk(
+        ParsedDocument(title=None, sections=[Section(prose(5))], mime="text/plain"))
+    assert tok.to_str() == before

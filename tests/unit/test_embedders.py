@@ -1,0 +1,131 @@
+"""The embedders against the real packaged model (no mocks; everything here runs offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from docmill.config import EmbeddingConfig
+from docmill.embedders import Embedder, available_providers, create_embedder, register_provider
+from docmill.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    # batch_size 3 so that the batch tests below cross batch boundaries with uneven lengths.
+    return create_embedder(EmbeddingConfig(batch_size=3), threads=2)
+
+
+def test_default_embedder_loads_offline(embedder: Embedder) -> None:
+    assert isinstance(embedder, Embedder)
+    assert embedder.model_id == "local/all-MiniLM-L6-v2"
+    assert embedder.dimension == 384
+    assert embedder.max_tokens == 256
+
+
+def test_rows_are_unit_norm_float32(embedder: Embedder) -> None:
+    vectors = embedder.embed(["a short one", "a somewhat longer sentence about ingestion pipelines", ""])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_similar_words_are_closer(embedder: Embedder) -> None:
+    cat, kitten, spreadsheet = embedder.embed(["cat", "kitten", "spreadsheet"])
+    assert float(cat @ kitten) > float(cat @ spreadsheet)
+
+
+def test_query_finds_the_matching_sentence(embedder: Embedder) -> None:
+    sentences = [
+        "The office kitchen is cleaned every Friday afternoon.",
+        "To rotate the signing keys, generate a new key pair and publish it before retiring the old one.",
+        "Our quarterly revenue grew by twelve percent.",
+        "The hiking trail closes at sunset during winter.",
+    ]
+    query = embedder.embed_query("how do I rotate signing keys")
+    assert query.shape == (384,)
+    assert query.dtype == np.float32
+    scores = embedder.embed(sentences) @ query
+    assert int(np.argmax(scores)) == 1
+
+
+def test_batched_results_equal_single_results(embedder: Embedder) -> None:
+    # Uneven lengths in a scrambled order: length sorting and per-batch padding must not matter.
+    texts = ["word " * n + f"item {n}" for n in (40, 1, 120, 7, 300, 3, 60, 15)]
+    batched = embedder.embed(texts)
+    singles = np.vstack([embedder.embed([t]) for t in texts])
+    np.testing.assert_allclose(batched, singles, atol=1e-4)
+    np.testing.assert_allclose(embedder.embed_query(texts[2]), singles[2], atol=1e-4)
+
+
+def test_long_text_is_truncated_not_rejected(embedder: Embedder) -> None:
+    head = "the worker claims a batch of documents and renews its lease " * 40  # far over 256 tokens
+    assert len(embedder.tokenizer().encode(head).ids) > 256
+    long_vec, longer_vec = embedder.embed([head, head + " completely different tail about gardening"])
+    # Both are cut at 256 tokens, so the differing tail is never seen.
+    np.testing.assert_allclose(long_vec, longer_vec, atol=1e-5)
+
+
+def test_empty_input_gives_empty_matrix(embedder: Embedder) -> None:
+    out = embedder.embed([])
+    assert out.shape == (0, 384)
+    assert out.dtype == np.float32
+
+
+def test_tokenizer_is_untruncated_and_unpadded(embedder: Embedder) -> None:
+    tok = embedder.tokenizer()
+    assert tok is not None
+    assert tok.truncation is None
+    assert tok.padding is None
+    assert len(tok.encode("hello " * 600, add_special_tokens=False).ids) == 600
+    # A copy: changing it must not change how the embedder truncates.
+    tok.enable_truncation(8)
+    assert embedder.tokenizer().truncation is None
+
+
+def test_hugging_face_model_id_is_accepted() -> None:
+    cfg = EmbeddingConfig(model="sentence-transformers/all-MiniLM-L6-v2", max_sequence_length=128)
+    emb = create_embedder(cfg, threads=1)
+    assert emb.dimension == 384
+    assert emb.max_tokens == 128
+
+
+def test_unknown_model_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"not available offline.*all-MiniLM-L6-v2"):
+        create_embedder(EmbeddingConfig(model="BAAI/bge-small-en-v1.5"))
+
+
+def test_sequence_length_above_model_limit_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="max_sequence_length 512"):
+        create_embedder(EmbeddingConfig(max_sequence_length=512))
+
+
+def test_wrong_dimensions_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="dimensions 768"):
+        create_embedder(EmbeddingConfig(dimensions=768))
+
+
+def test_unregistered_provider_is_a_config_error() -> None:
+    assert "openai" not in available_providers()
+    with pytest.raises(ConfigError, match=r"provider 'openai'.*available: fastembed, local"):
+        create_embedder(EmbeddingConfig(provider="openai"))
+
+
+def test_registry_refuses_duplicates() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_provider("local", lambda cfg, threads: create_embedder(cfg, threads))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fastembed") is not None, reason="fastembed is installed")
+def test_missing_fastembed_names_the_extra() -> None:
+    with pytest.raises(ConfigError, match=r"pip install 'docmill\[fastembed\]'"):
+        create_embedder(EmbeddingConfig(provider="fastembed"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sentence_transformers") is not None,
+                    reason="sentence-transformers is installed")
+def test_missing_sentence_transformers_names_the_extra() -> None:
+    with pytest.raises(ConfigError, match=r"pip install 'docmill\[sentence-transformers\]'"):
+        create_embedder(EmbeddingConfig(provider="sentence_transformers"))
