@@ -156,8 +156,9 @@ class Worker:
         heartbeat = Heartbeat(self)
         try:
             sources: dict[str, Source] = {s.name: create_source(s) for s in self.config.content_sources}
-            embedder = create_embedder(self.config.embedding, threads=self.threads)
-            self.pipeline = Pipeline(self.config, backend, embedder, sources, self.stop)
+            self.pipeline = Pipeline(self.config, backend,
+                                     lambda: create_embedder(self.config.embedding, threads=self.threads),
+                                     sources, self.stop)
             backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid())
             heartbeat.start()
             self._loop(backend, sources)
