@@ -109,7 +109,7 @@ class Pipeline:
                 continue
             try:
                 item = self._prepare(doc)
-            except Exception as exc:  # noqa: BLE001 - a document's failure must never stop the worker
+            except Exception as exc:
                 self._fail(doc, exc)
                 continue
             if item is not None:
@@ -128,14 +128,15 @@ class Pipeline:
             self._finish(doc, self._timed("store", lambda: self.backend.complete_unchanged(doc)), "unchanged")
             return None
         parsed: ParsedDocument = self._timed("parse", lambda: parse(data, doc.key))  # type: ignore[assignment]
-        del data
+        if not parsed.sections:
+            return _Prepared(doc, parsed, [], content_hash, [])  # nothing to embed: no need for the model
         chunks: list[Chunk] = self._timed("chunk", lambda: self.chunker.chunk(parsed))  # type: ignore[assignment]
         hashes = [text_hash(self.embedder.model_id, c.embed_text) for c in chunks]
         return _Prepared(doc, parsed, chunks, content_hash, hashes)
 
     def _embed_and_store(self, prepared: list[_Prepared]) -> None:
         all_hashes = [h for p in prepared for h in p.hashes]
-        vectors = self.backend.cached_vectors(self.embedder.model_id, all_hashes)
+        vectors = self.backend.cached_vectors(self.embedder.model_id, all_hashes) if all_hashes else {}
         self.stats.cache_hits += sum(1 for h in all_hashes if h in vectors)
         todo: dict[str, str] = {}
         for p in prepared:
@@ -156,7 +157,7 @@ class Pipeline:
                 for (h, _), vec in zip(batch, embedded, strict=True):  # type: ignore[call-overload]
                     vectors[h] = vec
                 self.stats.embedded_chunks += len(batch)
-        except Exception as exc:  # noqa: BLE001 - the embedder failing fails the documents waiting on it
+        except Exception as exc:
             waiting = self._store_ready(waiting, vectors)
             for p in waiting:
                 self._fail(p.doc, exc)
@@ -175,16 +176,16 @@ class Pipeline:
         return rest
 
     def _store(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> None:
-        dim = self.embedder.dimension
         matrix = (np.vstack([vectors[h] for h in p.hashes]).astype(np.float32)
-                  if p.hashes else np.zeros((0, dim), dtype=np.float32))
+                  if p.hashes else np.zeros((0, 0), dtype=np.float32))
         result = DocumentResult(content_hash=p.content_hash, title=p.parsed.title, mime=p.parsed.mime,
                                 chunks=p.chunks, vectors=matrix, text_hashes=p.hashes,
-                                model_id=self.embedder.model_id, links=p.parsed.links,
+                                model_id=self.embedder.model_id if p.hashes else "",
+                                links=p.parsed.links,
                                 metadata=p.parsed.metadata)
         try:
             ok = self._timed("store", lambda: self.backend.complete(p.doc, result))
-        except Exception as exc:  # noqa: BLE001 - e.g. the database went away: retry the document
+        except Exception as exc:
             self._fail(p.doc, exc)
             return
         if ok:
@@ -223,7 +224,7 @@ class Pipeline:
             message = f"gave up after {doc.attempts} attempts: {message}"
         try:
             ok = self.backend.fail(doc, error_class(exc), message, retry_in)
-        except Exception as store_exc:  # noqa: BLE001 - the lease will lapse and another worker retries
+        except Exception as store_exc:
             log.warning("could not record the failure of %s: %s", doc.uri, store_exc)
             return
         self.stats.processed += 1

@@ -6,6 +6,7 @@ exactly as workers on other machines would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -183,10 +184,8 @@ def _run_processes(cfg: Config, url: str, n: int, limit: int | None, threads: in
     reports: list[dict[str, Any]] = []
     try:
         while any(p.is_alive() for p in procs) or not results.empty():
-            try:
+            with contextlib.suppress(queue.Empty):
                 reports.append(results.get(timeout=POLL_SECONDS))
-            except queue.Empty:
-                pass
         for p in procs:
             p.join()
     finally:

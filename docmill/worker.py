@@ -87,7 +87,7 @@ class Heartbeat(threading.Thread):
                 if backend is None:
                     backend = open_backend(w.db_url, w.config)
                 self.beat(backend)
-            except Exception as exc:  # noqa: BLE001 - a missed beat is survivable; the next one retries
+            except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
                 if backend is not None:
                     backend.close()
@@ -244,7 +244,7 @@ class Worker:
             if self.is_leader:
                 backend.release_leadership(self.run_id, self.worker_id)
             backend.stop_worker(self.worker_id)
-        except Exception as exc:  # noqa: BLE001 - leases lapse on their own if this fails
+        except Exception as exc:
             log.warning("could not release held work cleanly: %s", exc)
         finally:
             backend.close()

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import write_bad_corpus, write_good_corpus, write_invalid_utf8, write_large_file, write_zero_byte
+from tests.corpus import (
+    write_bad_corpus,
+    write_good_corpus,
+    write_invalid_utf8,
+    write_large_file,
+    write_zero_byte,
+)
 
 DOCMILL = [sys.executable, "-m", "docmill"]
 

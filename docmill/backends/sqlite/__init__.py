@@ -27,12 +27,12 @@ from docmill.backends.base import (
 from docmill.backends.common import (
     batched,
     chunk_rows,
+    completion_stats,
     count_upserts,
     done_params,
     from_blob,
     fts_query,
     new_token_prefix,
-    completion_stats,
     run_from_row,
     to_blob,
 )
