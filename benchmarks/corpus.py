@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-_WORDS = tuple(
-    "system data queue worker lease token vector search index chunk document parser model batch "
-    "cluster machine network latency throughput memory storage backup retry failure signal process "
-    "thread leader election heartbeat claim store commit rollback schema migration replica shard "
-    "cache eviction budget limit window metric alert dashboard trace span log level config"
-    .split()  # noqa: SIM905 - a word list reads better as prose
-)
+_VOCABULARY = """
+system data queue worker lease token vector search index chunk document parser
+model batch cluster machine network latency throughput memory storage backup retry failure
+signal process thread leader election heartbeat claim store commit rollback schema migration
+replica shard cache eviction budget limit window metric alert dashboard trace span
+log level config
+"""
+_WORDS = tuple(_VOCABULARY.split())
 
 
 def _sentence(rng: random.Random, i: int) -> str:
