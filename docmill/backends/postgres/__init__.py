@@ -13,7 +13,7 @@ import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
@@ -147,6 +147,7 @@ class PostgresBackend:
         self._recycle_after = config.storage.pool_recycle
         self._channels: set[str] = set()
         self._hnsw_dims: set[int] = set()
+        self._vector_ready = False  # whether this connection knows the vector type
         self.conn: psycopg.Connection[Any] = self._connect()
 
     # -- connection ------------------------------------------------------------------
@@ -183,13 +184,18 @@ class PostgresBackend:
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         """Teach a new connection the vector type (when it exists yet) and re-issue its LISTENs."""
+        self._vector_ready = False
         oid = self._vector_oid.get(self.url)
         if oid is None:
             info = TypeInfo.fetch(conn, "vector")
             conn.rollback()
-            if info is None:
-                return  # before init_schema created the extension; _setup runs again after it
-            oid = self._vector_oid[self.url] = info.oid
+            if info is not None:
+                oid = self._vector_oid[self.url] = info.oid
+        for channel in self._channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        conn.commit()
+        if oid is None:
+            return  # before init_schema created the extension: _vectors() asks again when needed
 
         class VectorDumper(_VectorDumper):
             pass
@@ -198,9 +204,15 @@ class PostgresBackend:
         conn.adapters.register_dumper(np.ndarray, VectorDumper)
         conn.adapters.register_loader(oid, _VectorBinaryLoader)
         conn.adapters.register_loader(oid, _VectorTextLoader)
-        for channel in self._channels:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        conn.commit()
+        self._vector_ready = True
+
+    def _vectors(self) -> None:
+        """Make sure this connection can send and read vectors (it may predate the extension)."""
+        if not self._vector_ready:
+            self._run(lambda c: None)  # reconnects a broken connection first
+            self._setup(self.conn)
+            if not self._vector_ready:
+                raise StoreError(missing_vector_message("run docmill init-db first"))
 
     def _reconnect(self, first_error: BaseException, deadline: float) -> None:
         """Replace a broken connection, with capped exponential backoff until ``deadline``
@@ -222,7 +234,7 @@ class PostgresBackend:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _run(self, body: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    def _run(self, body: Callable[[psycopg.Connection[Any]], _T], pipeline: bool = False) -> _T:
         """Run ``body`` in one transaction; reconnect and run it again if the connection broke before
         the commit (nothing was written then). A failure during COMMIT leaves the outcome unknown,
         so it is never retried: it surfaces as TransientError."""
@@ -234,7 +246,7 @@ class PostgresBackend:
         while True:
             body_done = False
             try:
-                with self.conn.transaction():
+                with self.conn.pipeline() if pipeline else nullcontext(), self.conn.transaction():
                     result = body(self.conn)
                     body_done = True
                 return result
@@ -295,7 +307,7 @@ class PostgresBackend:
                     c.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
         self._run(body)
-        if self.url not in self._vector_oid:
+        if not self._vector_ready:
             self._setup(self.conn)
 
     def _create_vector_extension(self, c: psycopg.Connection[Any]) -> None:
@@ -402,15 +414,12 @@ class PostgresBackend:
             rows = c.execute(Q["claim_documents"], {
                 "run_id": run_id, "worker_id": worker_id, "limit": limit, "lease": float(lease_seconds),
                 "max_attempts": max_attempts, "token_prefix": new_token_prefix()}).fetchall()
-            if rows:
-                c.execute(Q["open_attempts"], {
-                    "run_id": run_id, "worker_id": worker_id, "ids": [r[0] for r in rows],
-                    "attempts": [r[5] for r in rows], "tokens": [r[6] for r in rows]})
             return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
                                     lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9])
                     for r in rows]
 
-        docs = self._run(body)
+        # Pipelined: BEGIN, bury and claim go to the server in one round trip, COMMIT in a second.
+        docs = self._run(body, pipeline=True)
         docs.sort(key=lambda d: d.id)
         return docs
 
@@ -447,6 +456,7 @@ class PostgresBackend:
         rows = chunk_rows(doc.id, result)
         dims = int(result.vectors.shape[1]) if rows else 0
         if rows:
+            self._vectors()
             self._ensure_hnsw_index(dims)
         for row in rows:
             row["dims"] = dims
@@ -590,6 +600,7 @@ class PostgresBackend:
 
     def document_vectors(self, run_id: str) -> tuple[list[int], np.ndarray]:
         """Mean chunk vector of every done document with chunks (ids, unit-norm matrix)."""
+        self._vectors()
 
         def body(c: psycopg.Connection[Any]) -> list[tuple[int, np.ndarray]]:
             with c.cursor(binary=True) as cur:
@@ -629,6 +640,7 @@ class PostgresBackend:
         """Top ``k`` chunks by cosine similarity, through the HNSW index of the query's dimension."""
         if k <= 0:
             return []
+        self._vectors()
         dims = int(query.shape[0])
         vec = np.asarray(query, dtype=np.float32)
         candidates = min(max(MIN_CANDIDATES, 2 * k), MAX_CANDIDATES)

@@ -113,7 +113,9 @@ WHERE document_id IN (SELECT id FROM buried) AND outcome IS NULL
 -- Lease up to %(limit)s documents: pending and due, or claimed with a lapsed lease; priority, then age.
 -- Each branch walks its partial index and skips rows other claimers hold (SKIP LOCKED), so
 -- concurrent claimers never wait for each other and never get the same row. The lapsed branch
--- leaves out rows that used every attempt: bury_exhausted dead-letters those.
+-- leaves out rows that used every attempt: bury_exhausted dead-letters those. The same statement
+-- writes the attempts history: it closes what a lost earlier holder of a re-claimed document left
+-- open and opens one row per claim (one round trip, and the rows stay locked for less time).
 WITH pending AS (
     SELECT id, priority FROM documents
     WHERE run_id = %(run_id)s AND state = 'pending' AND available_at <= now()
@@ -131,27 +133,24 @@ WITH pending AS (
     SELECT id FROM (SELECT id, priority FROM pending UNION ALL SELECT id, priority FROM lapsed) AS u
     ORDER BY priority DESC, id
     LIMIT %(limit)s
-)
-UPDATE documents AS d
-SET state = 'claimed', lease_token = %(token_prefix)s || '-' || d.id, claimed_by = %(worker_id)s,
-    attempts = d.attempts + 1, lease_expires_at = now() + make_interval(secs => %(lease)s),
-    updated_at = now()
-FROM picked WHERE d.id = picked.id
-RETURNING d.id, d.run_id, d.source, d.doc_key, d.uri, d.attempts, d.lease_token, d.version,
-          d.content_hash, d.depth, d.priority
-
--- open_attempts --
--- History rows of a claim: close what a lost earlier holder left open, then open one per document.
-WITH claimed AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(tokens)s::text[]) AS t (id, attempt, token)
+), claimed AS (
+    UPDATE documents AS d
+    SET state = 'claimed', lease_token = %(token_prefix)s || '-' || d.id, claimed_by = %(worker_id)s,
+        attempts = d.attempts + 1, lease_expires_at = now() + make_interval(secs => %(lease)s),
+        updated_at = now()
+    FROM picked WHERE d.id = picked.id
+    RETURNING d.id, d.run_id, d.source, d.doc_key, d.uri, d.attempts, d.lease_token, d.version,
+              d.content_hash, d.depth
 ), closed AS (
     UPDATE attempts SET outcome = 'lost', finished_at = now(),
         error_class = coalesce(error_class, 'WorkerLost'),
         error_message = coalesce(error_message, 'lease expired before the worker finished')
-    WHERE document_id IN (SELECT id FROM claimed WHERE attempt > 1) AND outcome IS NULL
+    WHERE document_id IN (SELECT id FROM claimed WHERE attempts > 1) AND outcome IS NULL
+), opened AS (
+    INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token)
+    SELECT id, run_id, attempts, %(worker_id)s, lease_token FROM claimed
 )
-INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token)
-SELECT id, %(run_id)s, attempt, %(worker_id)s, token FROM claimed
+SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth FROM claimed
 
 -- extend_leases --
 -- Push leases forward while their holder still has them.
