@@ -616,6 +616,24 @@ def test_vector_search_ranks_the_nearest_first(backend: Backend) -> None:
     assert backend.vector_search(basis[0], 5, ["no-such-run"]) == []
 
 
+def test_vector_search_sees_reingested_vectors(backend: Backend, request: pytest.FixtureRequest) -> None:
+    if backend.url.startswith("sqlite"):
+        # Known bug in the SQLite reference: its in-process vector matrix is keyed on
+        # (max(chunks.id), count(*)), and chunks.id is a rowid without AUTOINCREMENT, so a document
+        # re-ingested with as many chunks gets the same ids back and the stale matrix is reused
+        # (score 1.0 for a chunk whose new vector is orthogonal). strict: drop the mark once fixed.
+        request.node.add_marker(pytest.mark.xfail(reason="SQLite vector cache keyed on reusable ids",
+                                                  strict=True))
+    basis = np.eye(DIM, dtype=np.float32)
+    enqueue(backend, 1)
+    assert backend.complete(claim_one(backend), result(["first"], vectors=basis[0][None, :], seed=1))
+    assert backend.vector_search(basis[0], 1, None)[0].score == pytest.approx(1.0, abs=1e-5)
+    backend.upsert_documents(RUN, refs(1, version="v2"), 2)
+    assert backend.complete(claim_one(backend), result(["second"], vectors=basis[1][None, :], seed=2))
+    (hit,) = backend.vector_search(basis[0], 1, None)
+    assert hit.text == "second" and hit.score == pytest.approx(0.0, abs=1e-5)
+
+
 def test_vector_search_of_the_wrong_dimension_is_explained(backend: Backend) -> None:
     assert backend.vector_search(unit(1), 5, None) == [], "an empty store has no hits"
     enqueue(backend, 1)

@@ -272,7 +272,7 @@ def test_database_restart_is_survived(pg_server: PgCluster, fresh_pg_url: str) -
         assert store.counts(RUN) == {"pending": 1, "claimed": 1, "done": 0, "dead": 0}, "reconnected"
         assert store.complete(held[0], result(["after the restart"], seed=1)), "the lease survived"
 
-        pg_server.stop()
+        pg_server.stop(mode="immediate")  # a crash: committed work survives recovery
         store.reconnect_deadline = 1.0
         started = time.monotonic()
         with pytest.raises(TransientError) as caught:
@@ -340,6 +340,11 @@ def test_idle_workers_wake_on_new_work(pg: PostgresBackend, fresh_pg_url: str) -
         pg.release([doc])
         assert waiter.wait_for_work(RUN, 5.0)
         assert not waiter.wait_for_work("another-run", 0.05)
+        long_run = "r" * 100  # channel names stop at 63 bytes: long run ids are hashed
+        pg.open_run(long_run, "{}")
+        assert not waiter.wait_for_work(long_run, 0.05)
+        pg.upsert_documents(long_run, [DocumentRef("src", "a", "/a")], 1)
+        assert waiter.wait_for_work(long_run, 5.0)
     finally:
         waiter.close()
 

@@ -9,6 +9,7 @@ seconds; after that the operation raises ``TransientError``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import time
@@ -77,6 +78,14 @@ def missing_vector_message(reason: str | None = None) -> str:
     """The error shown when the ``vector`` extension cannot be created in the database."""
     detail = f" ({reason})" if reason else ""
     return f"the vector extension is not installed in this PostgreSQL: {VECTOR_INSTALL_HINT}{detail}"
+
+
+def notify_channel(run_id: str) -> str:
+    """The LISTEN/NOTIFY channel of a run (identifiers stop at 63 bytes, so long ids are hashed)."""
+    channel = f"docmill_{run_id}"
+    if len(channel.encode()) <= 63:
+        return channel
+    return "docmill_" + hashlib.sha256(run_id.encode()).hexdigest()[:40]
 
 
 def describe_url(url: str) -> str:
@@ -306,7 +315,13 @@ class PostgresBackend:
                     c.execute(read_script(__name__, f"migrations/{name}"))
                     c.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
-        self._run(body)
+        try:
+            self._run(body)
+        except pg_errors.InsufficientPrivilege as exc:
+            reason = self._scrub(str(exc).strip().splitlines()[0])
+            raise StoreError(f"cannot create docmill's tables in PostgreSQL at {self._where}: {reason}: "
+                             f"run docmill init-db once as the database owner, or ask your DBA to grant "
+                             f"CREATE on the schema") from None
         if not self._vector_ready:
             self._setup(self.conn)
 
@@ -389,7 +404,7 @@ class PostgresBackend:
                 "versions": [r.version for r in unique]})
             counts = count_upserts(refs, existing)
             if counts.new or counts.changed:
-                c.execute(Q["notify_work"], {"run_id": run_id})
+                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
             return counts
 
         return self._run(body)
@@ -479,7 +494,7 @@ class PostgresBackend:
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
                                             "error_class": None, "message": None})
             if done[0] == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
-                c.execute(Q["notify_work"], {"run_id": doc.run_id})
+                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return True
 
         return self._run(body)
@@ -494,7 +509,7 @@ class PostgresBackend:
                                             "outcome": "unchanged" if done else "fenced",
                                             "error_class": None if done else "LeaseLost", "message": None})
             if done and done[0] == DocState.PENDING:
-                c.execute(Q["notify_work"], {"run_id": doc.run_id})
+                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return done is not None
 
         return self._run(body)
@@ -512,7 +527,7 @@ class PostgresBackend:
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
                                             "error_class": error_class, "message": message})
             if changed and retry_in is not None:
-                c.execute(Q["notify_work"], {"run_id": doc.run_id})
+                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return changed
 
         return self._run(body)
@@ -529,7 +544,7 @@ class PostgresBackend:
                 c.execute(Q["finish_released_attempts"], {"tokens": tokens})
                 held = set(tokens)
                 for run_id in sorted({d.run_id for d in docs if d.lease_token in held}):
-                    c.execute(Q["notify_work"], {"run_id": run_id})
+                    c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
             return len(tokens)
 
         return self._run(body)
@@ -545,7 +560,7 @@ class PostgresBackend:
     def wait_for_work(self, run_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a NOTIFY that the run has new or returned documents
         (beyond the Protocol: PostgreSQL only). True when notified, False on timeout."""
-        channel = f"docmill_{run_id}"
+        channel = notify_channel(run_id)
         if channel not in self._channels:
             self._run(lambda c: c.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel))))
             self._channels.add(channel)
@@ -555,7 +570,7 @@ class PostgresBackend:
             # come out first, so a wake-up between a claim and this call is not lost.
             for note in self.conn.notifies(timeout=max(0.0, timeout), stop_after=1):
                 notified = notified or note.channel == channel
-        except psycopg.OperationalError:
+        except psycopg.Error:
             # The connection broke while idle (database restart): the next operation reconnects.
             return False
         return notified

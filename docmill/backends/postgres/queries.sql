@@ -74,8 +74,9 @@ ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
     updated_at = CASE WHEN d.version IS DISTINCT FROM excluded.version THEN now() ELSE d.updated_at END
 
 -- notify_work --
--- Wake the run's idle workers (delivered when the transaction commits).
-SELECT pg_notify('docmill_' || %(run_id)s, '')
+-- Wake the run's idle workers (delivered when the transaction commits); the channel is
+-- docmill_<run_id>, named by notify_channel() in Python.
+SELECT pg_notify(%(channel)s, '')
 
 -- count_source_documents --
 -- Documents of one source.
