@@ -1,10 +1,16 @@
 """PostgreSQL backend: one database (with pgvector) as the work queue and the store of many machines.
 
-Each ``PostgresBackend`` object owns exactly one connection (autocommit off, one explicit
-transaction per operation), so a worker process uses at most two: its work backend and its
-heartbeat thread's backend. A connection broken by a database restart or a network blip is
-replaced at the start of the next operation, with backoff, for up to ``RECONNECT_DEADLINE``
-seconds; after that the operation raises ``TransientError``.
+Connections. Each ``PostgresBackend`` object owns exactly one connection (autocommit off, one
+explicit transaction per operation), so a worker process uses at most two: its work backend and
+its heartbeat thread's backend. No pool is needed inside a process; ``storage.pool_size`` is the
+connection budget of one machine, checked by ``check_connection_budget`` (2 per worker process);
+``pool_timeout`` is the connect timeout and ``pool_recycle`` the age after which a connection is
+replaced between transactions. A connection broken by a database restart or a network blip is
+replaced when an operation meets it, with backoff, for up to ``RECONNECT_DEADLINE`` seconds; after
+that the operation raises ``TransientError``. Messages name host:port/db, never the password.
+
+Beyond the Protocol: ``wait_for_work`` (LISTEN on ``docmill_<run_id>``), woken by the NOTIFY that
+upserts, retries, releases and re-queued completions send.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import hashlib
 import re
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
@@ -646,7 +652,8 @@ class PostgresBackend:
 
     # -- reading ---------------------------------------------------------------------
     @staticmethod
-    def _hits(rows: Iterator[Sequence[Any]] | list[Any]) -> list[SearchHit]:
+    def _hits(rows: Sequence[Sequence[Any]]) -> list[SearchHit]:
+        """Search result rows (chunk columns then score) as SearchHits."""
         return [SearchHit(chunk_id=r[0], document_id=r[1], uri=r[2], title=r[3], heading_path=list(r[4]),
                           page=r[5], ordinal=r[6], char_start=r[7], char_end=r[8], text=r[9],
                           score=float(r[10])) for r in rows]
