@@ -28,7 +28,7 @@ from docmill.stats import collect, latest_run_id
 app = typer.Typer(help="Turn piles of documents into a searchable store for RAG, and keep it in step.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep and logs
 T = TypeVar("T")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.", show_default=False)]

@@ -125,6 +125,7 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
     backend = open_backend(url, cfg)
     started = time.monotonic()
     try:
+        backend.check_connection_budget(cfg, n_workers)
         backend.init_schema()
         run_id = cfg.run_id()
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True))

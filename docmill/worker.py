@@ -194,8 +194,15 @@ class Worker:
                 continue
             if run.discovered_gen >= run.discovery_gen and self._drained(backend, run.state):
                 break
-            self.stop.wait(idle)
-            idle = min(idle * 2, workers.poll_interval)
+            idle = IDLE_MIN if self._idle_wait(backend, idle) else min(idle * 2, workers.poll_interval)
+
+    def _idle_wait(self, backend: Backend, seconds: float) -> bool:
+        """Wait for work; True when woken early (PostgreSQL NOTIFY). Slices of a second keep a stop prompt."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if backend.wait_for_work(self.run_id, min(left, 1.0)):
+                return True
+        return False
 
     def _lead(self, backend: Backend) -> bool:
         self.is_leader = backend.acquire_leadership(self.run_id, self.worker_id, self.config.workers.claim_timeout)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from docmill.config import Config
 from docmill.models import Chunk, DocumentRef
 
 SCHEMA_VERSION = 1
@@ -168,6 +169,12 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Close the connection."""
+
+    def check_connection_budget(self, config: Config, workers: int) -> None:
+        """Raise ConfigError when ``workers`` processes would open more connections than allowed."""
+
+    def wait_for_work(self, run_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for new or returned documents; True when woken early."""
 
     def open_run(self, run_id: str, config_json: str) -> RunInfo:
         """Create the run, or reopen a drained one for a new discovery pass; join an ingesting one."""

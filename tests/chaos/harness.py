@@ -18,14 +18,15 @@ TOPICS = ["glaciers", "volcanoes", "bees", "lighthouses", "submarines", "orchids
           "tides", "falcons", "deserts", "violins"]
 
 
-def write_small_corpus(root: Path, n: int) -> None:
-    """``n`` short, distinct text files (one chunk each)."""
+def write_small_corpus(root: Path, n: int, paragraphs: int = 1) -> None:
+    """``n`` distinct text files of ``paragraphs`` paragraphs (about one chunk per paragraph)."""
     root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
-        (root / f"doc_{i:04d}.txt").write_text(
-            f"Note {i} about {topic}\n\nThis note number {i} records fact {i * 7 % 101} about {topic}; "
-            f"it was written for the chaos test and mentions {topic} {i % 5 + 1} times.\n")
+        body = "\n\n".join(
+            f"This note number {i}, part {p}, records fact {(i * 7 + p) % 101} about {topic}; it was written "
+            f"for the chaos test and mentions {topic} {i % 5 + 1} times. " * 9 for p in range(paragraphs))
+        (root / f"doc_{i:04d}.txt").write_text(f"Note {i} about {topic}\n\n{body}\n")
 
 
 def write_config(path: Path, docs: Path, db_url: str, **workers: Any) -> Path:
@@ -49,16 +50,17 @@ class Fleet:
     config: Path
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
+    tag: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     killed: int = 0
 
-    def start(self, count: int = 1) -> None:
-        """Start ``count`` more workers."""
+    def start(self, count: int = 1, extra_args: list[str] | None = None) -> None:
+        """Start ``count`` more ``docmill ingest`` commands (each runs one worker unless --workers is given)."""
         for _ in range(count):
-            log = open(self.cwd / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+            log = open(self.cwd / f"worker-{self.tag}{len(self.procs)}.log", "wb")  # noqa: SIM115 - kept by Popen
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "docmill", "ingest", str(self.config), "--json"], cwd=self.cwd,
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}))
+                [sys.executable, "-m", "docmill", "ingest", str(self.config), "--json", *(extra_args or [])],
+                cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}))
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         """Workers still running."""

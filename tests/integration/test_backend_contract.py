@@ -477,14 +477,7 @@ def test_workers_register_beat_and_stop(backend: Backend) -> None:
     assert rows(backend, "SELECT processed, stopped_at FROM workers") == [(0, None)]
 
 
-def test_reregistered_worker_name_takes_the_new_host_and_pid(backend: Backend,
-                                                             request: pytest.FixtureRequest) -> None:
-    if backend.url.startswith("sqlite"):
-        # Known bug in the SQLite reference: register_worker's ON CONFLICT does not update host and
-        # pid, so a reused worker name (workers.worker_id "worker" on pods whose pid is 1) shows the
-        # first machine forever. strict: this test starts failing the day it is fixed; drop the mark.
-        request.node.add_marker(pytest.mark.xfail(reason="SQLite register_worker keeps the old host/pid",
-                                                  strict=True))
+def test_reregistered_worker_name_takes_the_new_host_and_pid(backend: Backend) -> None:
     backend.open_run(RUN, "{}")
     backend.register_worker("worker-1", RUN, "machine-a", 1)
     backend.register_worker("worker-1", RUN, "machine-b", 7)
@@ -616,14 +609,7 @@ def test_vector_search_ranks_the_nearest_first(backend: Backend) -> None:
     assert backend.vector_search(basis[0], 5, ["no-such-run"]) == []
 
 
-def test_vector_search_sees_reingested_vectors(backend: Backend, request: pytest.FixtureRequest) -> None:
-    if backend.url.startswith("sqlite"):
-        # Known bug in the SQLite reference: its in-process vector matrix is keyed on
-        # (max(chunks.id), count(*)), and chunks.id is a rowid without AUTOINCREMENT, so a document
-        # re-ingested with as many chunks gets the same ids back and the stale matrix is reused
-        # (score 1.0 for a chunk whose new vector is orthogonal). strict: drop the mark once fixed.
-        request.node.add_marker(pytest.mark.xfail(reason="SQLite vector cache keyed on reusable ids",
-                                                  strict=True))
+def test_vector_search_sees_reingested_vectors(backend: Backend) -> None:
     basis = np.eye(DIM, dtype=np.float32)
     enqueue(backend, 1)
     assert backend.complete(claim_one(backend), result(["first"], vectors=basis[0][None, :], seed=1))

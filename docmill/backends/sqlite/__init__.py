@@ -37,6 +37,7 @@ from docmill.backends.common import (
     to_blob,
 )
 from docmill.backends.sqlfile import load_queries, read_script
+from docmill.config import Config
 from docmill.errors import StoreError
 from docmill.models import DocState, DocumentRef
 
@@ -88,6 +89,14 @@ class SQLiteBackend:
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    def check_connection_budget(self, config: Config, workers: int) -> None:
+        """SQLite has no connection limit: every worker on this machine opens the same file."""
+
+    def wait_for_work(self, run_id: str, timeout: float) -> bool:
+        """SQLite cannot notify other processes: just wait (the caller polls again)."""
+        time.sleep(timeout)
+        return False
 
     def open_run(self, run_id: str, config_json: str) -> RunInfo:
         """Create the run, or reopen a drained one for a new discovery pass."""

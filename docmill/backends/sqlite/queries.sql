@@ -190,7 +190,8 @@ WHERE lease_token = :lease_token
 -- A worker process starts.
 INSERT INTO workers (worker_id, run_id, host, pid, started_at, last_beat_at)
 VALUES (:worker_id, :run_id, :host, :pid, now(), now())
-ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, started_at = now(), last_beat_at = now(),
+ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid,
+    started_at = now(), last_beat_at = now(),
     stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
 
 -- beat_worker --

@@ -78,8 +78,9 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_document ON attempts (document_id);
 CREATE INDEX IF NOT EXISTS attempts_run_outcome ON attempts (run_id, outcome, finished_at);
 
+-- AUTOINCREMENT: ids are never reused, so "max(id)" tells readers whether chunks changed.
 CREATE TABLE IF NOT EXISTS chunks (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     document_id  INTEGER NOT NULL REFERENCES documents (id) ON DELETE CASCADE,
     ordinal      INTEGER NOT NULL,
     text         TEXT NOT NULL,
