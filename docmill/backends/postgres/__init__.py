@@ -485,25 +485,20 @@ class PostgresBackend:
 
         def body(c: psycopg.Connection[Any]) -> bool:
             params = done_params(doc.id, doc.lease_token, doc.version, result)
-            done = c.execute(Q["mark_done"], params).fetchone()
-            if done is None:
-                c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "fenced",
-                                                "error_class": "LeaseLost",
-                                                "message": "completion rejected: lease lost"})
-                return False
-            c.execute(Q["delete_chunks"], {"document_id": doc.id})
+            state = c.execute(Q["complete_document"], params).fetchone()[0]
+            if state is None:
+                return False  # fenced: the attempt is already closed as such
             if rows:
                 with c.cursor() as cur:
                     cur.executemany(Q["insert_chunk"], rows)
                 c.execute(Q["cache_vectors"], {"model_id": result.model_id, "hashes": [h for h, _ in cache],
                                                "blobs": [b for _, b in cache]})
-            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
-                                            "error_class": None, "message": None})
-            if done[0] == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
+            if state == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
                 c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return True
 
-        return self._run(body)
+        # Pipelined: BEGIN and the completion travel together, and the chunk rows stream without waits.
+        return self._run(body, pipeline=True)
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:
         """Mark a document whose content hash did not change as done; its chunks stay."""

@@ -159,17 +159,31 @@ UPDATE documents SET lease_expires_at = now() + make_interval(secs => %(lease)s)
 WHERE lease_token = ANY(%(tokens)s::text[]) AND state = 'claimed'
 RETURNING lease_token
 
--- mark_done --
--- Fenced completion: only the current lease holder can finish the document.
-UPDATE documents
-SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done' ELSE 'pending' END,
-    attempts = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN attempts ELSE 0 END,
-    lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
-    done_version = %(version)s, content_hash = %(content_hash)s, title = %(title)s, mime = %(mime)s,
-    chunk_count = %(chunk_count)s, links = %(links)s::jsonb, metadata = %(metadata)s::jsonb,
-    last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
-WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
-RETURNING state
+-- complete_document --
+-- Fenced completion in one statement: mark the document done (or pending again when a newer version
+-- was discovered meanwhile), drop its old chunks, and close the attempt as done, or as fenced when the
+-- lease was lost. Returns one row: the new state, or NULL when fenced.
+WITH done AS (
+    UPDATE documents
+    SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done' ELSE 'pending' END,
+        attempts = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN attempts ELSE 0 END,
+        lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
+        done_version = %(version)s, content_hash = %(content_hash)s, title = %(title)s, mime = %(mime)s,
+        chunk_count = %(chunk_count)s, links = %(links)s::jsonb, metadata = %(metadata)s::jsonb,
+        last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
+    WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
+    RETURNING id, state),
+dropped AS (
+    DELETE FROM chunks WHERE document_id IN (SELECT id FROM done)),
+closed AS (
+    UPDATE attempts
+    SET outcome = CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'done' ELSE 'fenced' END,
+        finished_at = now(),
+        error_class = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL ELSE 'LeaseLost' END,
+        error_message = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL
+                             ELSE 'completion rejected: lease lost' END
+    WHERE lease_token = %(lease_token)s)
+SELECT (SELECT state FROM done)
 
 -- mark_unchanged --
 -- Fenced completion of a document whose content did not change: chunks stay as they are.
@@ -179,10 +193,6 @@ SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done'
     last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
 WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
 RETURNING state
-
--- delete_chunks --
--- Drop a document's chunks before writing the new ones (same transaction).
-DELETE FROM chunks WHERE document_id = %(document_id)s
 
 -- insert_chunk --
 -- Store one chunk; the vector is sent in pgvector's binary format.
