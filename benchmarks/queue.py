@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from docmill.backends import open_backend  # noqa: E402
-from docmill.backends.base import DocumentResult  # noqa: E402
-from docmill.config import Config  # noqa: E402
-from docmill.models import DocumentRef  # noqa: E402
+from docmill.backends import open_backend
+from docmill.backends.base import DocumentResult
+from docmill.config import Config
+from docmill.models import DocumentRef
 
 RUN = "bench-run"
 EMPTY = np.zeros((0, 0), dtype=np.float32)
