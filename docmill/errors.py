@@ -15,6 +15,10 @@ class TransientError(DocmillError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(TransientError):
+    """A provider answered 429 or 503: every worker slows down; never a dead letter."""
+
+
 class PermanentError(DocmillError):
     """A failure that retrying cannot fix: unsupported format, corrupt file, too large, 404."""
 

@@ -32,6 +32,7 @@ from docmill.sources.base import Source
 
 log = logging.getLogger(__name__)
 IDLE_MIN = 0.05  # first idle wait; doubles up to poll_interval so a finishing run ends promptly
+BUSY_WAIT = 0.5  # longest wait for pipeline progress before checking the run (shutdown, new work) again
 
 
 class Limit:
@@ -158,7 +159,7 @@ class Worker:
             sources: dict[str, Source] = {s.name: create_source(s) for s in self.config.content_sources}
             self.pipeline = Pipeline(self.config, backend,
                                      lambda: create_embedder(self.config.embedding, threads=self.threads),
-                                     sources, self.stop)
+                                     sources, self.stop, on_done=self._done)
             backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid())
             heartbeat.start()
             self._loop(backend, sources)
@@ -170,9 +171,29 @@ class Worker:
                             self.discovery.__dict__ if self.discovery else None, self.finalized)
 
     def _loop(self, backend: Backend, sources: dict[str, Source]) -> None:
+        """Claim while the pipeline has room, keep it moving, and end it cleanly (or abort it)."""
+        assert self.pipeline is not None
+        try:
+            self._claim_loop(backend, sources, self.pipeline)
+            # Shutdown requested, limit reached or run drained: finish what is held, claim nothing.
+            while self.pipeline.busy() and not self.stop.is_set():
+                self.pipeline.pump(BUSY_WAIT)
+        except BaseException:
+            # Interrupted (second signal) or crashed: give back whatever is still claimed. Release is
+            # fenced on state and token, so documents already finished are not touched.
+            with contextlib.suppress(Exception):
+                self.pipeline.abort()
+            raise
+        # A stop (SIGTERM): complete what already has its vectors, release the rest.
+        self.pipeline.finish()
+
+    def _claim_loop(self, backend: Backend, sources: dict[str, Source], pipeline: Pipeline) -> None:
         workers = self.config.workers
         idle = IDLE_MIN
         while not self.stop.is_set():
+            if pipeline.busy() and not pipeline.wants_work():
+                pipeline.pump(BUSY_WAIT)  # backpressure: at the chunk budget, claim nothing more
+                continue
             run = backend.get_run(self.run_id)
             if run is None:
                 raise DocmillError(f"run {self.run_id} does not exist (was the store reset?)")
@@ -190,7 +211,11 @@ class Worker:
             self.limit.give_back(wanted - len(docs))
             if docs:
                 idle = IDLE_MIN
-                self._process(backend, docs)
+                self._process(docs)
+                pipeline.pump(0)
+                continue
+            if pipeline.busy():
+                pipeline.pump(BUSY_WAIT)  # nothing to claim now; the run is not drained while we hold work
                 continue
             if run.discovered_gen >= run.discovery_gen and self._drained(backend, run.state):
                 break
@@ -208,22 +233,17 @@ class Worker:
         self.is_leader = backend.acquire_leadership(self.run_id, self.worker_id, self.config.workers.claim_timeout)
         return self.is_leader
 
-    def _process(self, backend: Backend, docs: list[ClaimedDocument]) -> None:
+    def _process(self, docs: list[ClaimedDocument]) -> None:
+        """Hand claimed documents to the staged pipeline; the heartbeat covers them from now on."""
         assert self.pipeline is not None
         with self._held_lock:
             self._held.update({d.lease_token: d for d in docs})
-        try:
-            self.pipeline.process(docs)
-        except BaseException:
-            # Interrupted mid-batch (second signal): give back what is still claimed. Release is fenced
-            # on state and token, so documents already finished are not touched.
-            with contextlib.suppress(Exception):
-                backend.release(docs)
-            raise
-        finally:
-            with self._held_lock:
-                for d in docs:
-                    self._held.pop(d.lease_token, None)
+        self.pipeline.submit(docs)
+
+    def _done(self, doc: ClaimedDocument) -> None:
+        """The pipeline no longer holds ``doc`` (completed, failed or released)."""
+        with self._held_lock:
+            self._held.pop(doc.lease_token, None)
         if self.on_progress:
             self.on_progress()
 

@@ -64,8 +64,15 @@ def _sentence_transformers(cfg: EmbeddingConfig, threads: int | None) -> Embedde
     return SentenceTransformersEmbedder(cfg, threads)
 
 
+def _openai(cfg: EmbeddingConfig, threads: int | None) -> Embedder:
+    from docmill.embedders.openai_http import OpenAIHTTPEmbedder
+
+    return OpenAIHTTPEmbedder(cfg, threads)
+
+
 register_provider("local", _local)
 register_provider("fastembed", _fastembed)
 register_provider("sentence_transformers", _sentence_transformers)
+register_provider("openai", _openai)
 
 __all__ = ["Embedder", "EmbedderFactory", "available_providers", "create_embedder", "register_provider"]

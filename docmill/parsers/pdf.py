@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pypdfium2
@@ -20,10 +21,17 @@ NO_TEXT_NOTE = "no extractable text (scanned?)"
 _PDFIUM_REASON = re.compile(r"\(PDFium: (.+?)\)")
 # Control characters PDFium emits for soft hyphens and unmapped glyphs; they are not text.
 _JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# PDFium is not thread-safe, and the pipeline parses on several threads: one PDF at a time.
+_PDFIUM_LOCK = threading.Lock()
 
 
 def parse(data: bytes, name: str) -> ParsedDocument:
     """Parse a PDF page by page; encrypted or broken files raise CorruptDocumentError."""
+    with _PDFIUM_LOCK:
+        return _parse_locked(data, name)
+
+
+def _parse_locked(data: bytes, name: str) -> ParsedDocument:
     try:
         document = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as exc:
