@@ -170,6 +170,7 @@ class Pipeline:
         self._not_before = 0.0  # no batch goes out before this (rate limit, Retry-After, backoff)
         self._retry_queue: deque[_Batch] = deque()
         self._held_chunks = 0
+        self._more_coming = False  # the worker may submit more soon: a partial batch waits to fill
 
     # -- lazily built parts ------------------------------------------------------------------
     @property
@@ -237,15 +238,21 @@ class Pipeline:
             self._prepare_pool = ThreadPoolExecutor(self.config.workers.prepare_threads,
                                                     thread_name_prefix="docmill-prepare")
         now = time.monotonic()
+        self._more_coming = True
         for doc in docs:
             self._docs[doc.lease_token] = _InFlight(doc, now)
             future = self._prepare_pool.submit(self._prepare, doc)
             self._preparing[future] = doc
             future.add_done_callback(lambda f: self._events.put(("prepared", None, f)))
 
+    def input_paused(self) -> None:
+        """The worker found nothing more to claim for now: send partial batches without waiting."""
+        self._more_coming = False
+
     def process(self, docs: Sequence[ClaimedDocument]) -> None:
         """Run a claimed batch to completion (submit, then pump until nothing is in flight)."""
         self.submit(docs)
+        self.input_paused()
         while self.busy():
             if self.stop.is_set():
                 self.finish()
@@ -401,7 +408,11 @@ class Pipeline:
                 size = self._batch_texts()
                 full = len(self._pending) >= size
                 overdue = now - self._oldest_pending >= self.config.embedding.max_batch_wait / 1000.0
-                if not (full or overdue or not self._preparing):
+                # Nothing more can arrive (no claims coming, nothing being prepared), or the chunk
+                # budget is spent so nothing more will be claimed: waiting would only idle the embedder.
+                starved = (not self._more_coming and not self._preparing) or \
+                    self._held_chunks >= self.config.workers.max_inflight_chunks
+                if not (full or overdue or starved):
                     return
                 batch = _Batch([self._pending.popleft() for _ in range(min(size, len(self._pending)))])
                 batch.items = [(h, t) for h, t in batch.items if self._waiters.get(h)]

@@ -26,6 +26,8 @@ from docmill.embedders import create_embedder
 from docmill.errors import DocmillError
 from docmill.leader import DiscoveryReport, discover
 from docmill.models import RunState
+from docmill.observability import Endpoints, serve_endpoints, set_log_context
+from docmill.ops import CircuitBreaker, housekeeping
 from docmill.pipeline import Pipeline, PipelineStats
 from docmill.sources import create_source
 from docmill.sources.base import Source
@@ -134,6 +136,7 @@ class Worker:
         self.discovery: DiscoveryReport | None = None
         self.finalized = False
         self.on_progress = on_progress
+        self.breaker = CircuitBreaker(config)  # workers.circuit_breaker_threshold
 
     def held_tokens(self) -> list[str]:
         """Lease tokens of the documents being processed now."""
@@ -153,8 +156,10 @@ class Worker:
 
     def run(self) -> WorkerReport:
         """Work until the run is complete, a stop is asked for, or the limit is reached."""
+        set_log_context(worker_id=self.worker_id, run_id=self.run_id)
         backend = open_backend(self.db_url, self.config)
         heartbeat = Heartbeat(self)
+        endpoints: Endpoints | None = None
         try:
             sources: dict[str, Source] = {s.name: create_source(s) for s in self.config.content_sources}
             self.pipeline = Pipeline(self.config, backend,
@@ -162,8 +167,11 @@ class Worker:
                                      sources, self.stop, on_done=self._done)
             backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid())
             heartbeat.start()
+            endpoints = serve_endpoints(self)  # /metrics, /healthz, /readyz when monitoring.enabled
             self._loop(backend, sources)
         finally:
+            if endpoints is not None:
+                endpoints.close()
             heartbeat.done.set()
             self._shutdown(backend)
             heartbeat.join(timeout=5)
@@ -176,6 +184,7 @@ class Worker:
         try:
             self._claim_loop(backend, sources, self.pipeline)
             # Shutdown requested, limit reached or run drained: finish what is held, claim nothing.
+            self.pipeline.input_paused()
             while self.pipeline.busy() and not self.stop.is_set():
                 self.pipeline.pump(BUSY_WAIT)
         except BaseException:
@@ -206,6 +215,10 @@ class Worker:
                 continue
             if self.limit.exhausted():
                 break
+            if not pipeline.busy():
+                self.breaker.check(pipeline.stats.consecutive_failures, self.stop,
+                                   lambda: bool((r := backend.get_run(self.run_id)) and r.shutdown_requested),
+                                   workers.poll_interval)
             wanted = self.limit.take(workers.claim_batch_size)
             docs = backend.claim(self.run_id, self.worker_id, wanted, workers.claim_timeout, workers.max_retries)
             self.limit.give_back(wanted - len(docs))
@@ -214,6 +227,7 @@ class Worker:
                 self._process(docs)
                 pipeline.pump(0)
                 continue
+            pipeline.input_paused()
             if pipeline.busy():
                 pipeline.pump(BUSY_WAIT)  # nothing to claim now; the run is not drained while we hold work
                 continue
@@ -262,6 +276,7 @@ class Worker:
             edges = relationships.compute(backend, self.run_id)
             self.finalized = backend.complete_finalize(self.run_id, self.worker_id, edges)
             log.info("run %s finalized: %d relationships", self.run_id, len(edges))
+            housekeeping(backend, self.config)  # event retention, cleanup of long-finished runs
         finally:
             self.finalizing = False
         return True
