@@ -120,6 +120,9 @@ class EmbeddingConfig(_Section):
     tokens_per_minute: int | None = Field(None, ge=1, description="cluster-wide token limit")
     max_concurrency: int = Field(4, ge=1, description="HTTP requests in flight per worker")
     max_batch_wait: float = Field(100.0, ge=0, description="ms to wait for a batch to fill")
+    api: Literal["auto", "openai", "azure", "ollama"] = Field(
+        "auto", description="HTTP dialect (openai): auto guesses from base_url (Azure host, Ollama /api)")
+    rate_limit_burst: float = Field(5.0, gt=0, le=60, description="seconds of the rate limit one burst may use")
 
     def identity(self) -> dict[str, Any]:
         """The settings that change the vectors (go into the run id)."""
@@ -154,6 +157,14 @@ class WorkersConfig(_Section):
     retry_delay: float = Field(60.0, ge=0, description="seconds before the first retry")
     max_retry_delay: float = Field(3600.0, ge=0, description="cap on the retry delay, seconds")
     exponential_backoff: bool = Field(True, description="double the delay on each retry (with jitter)")
+    preset: Literal["local", "standard", "high_throughput"] | None = Field(
+        None, description="sets batch sizes, concurrency, claims and rate-limit bursts; explicit keys win")
+    prepare_threads: int = Field(2, ge=1, le=64, description="threads reading, parsing and chunking per worker")
+    max_inflight_chunks: int = Field(512, ge=1, description="chunks a worker holds before it stops claiming")
+    circuit_breaker_threshold: int = Field(5, ge=0, description="documents failing in a row (not for their own "
+                                           "fault) before a worker pauses with backoff; 0 = never")
+    cleanup_completed_jobs: bool = Field(True, description="drop attempts/events/worker rows of long-finished runs")
+    cleanup_after_hours: float = Field(24.0, gt=0, description="hours a run stays complete before that cleanup")
 
     @model_validator(mode="after")
     def _heartbeat_inside_lease(self) -> WorkersConfig:
@@ -180,6 +191,26 @@ class MonitoringConfig(_Section):
     max_queue_depth: int = Field(10_000, ge=1, description="alert when pending documents exceed this")
     max_processing_time: float = Field(600.0, gt=0, description="alert when a document takes longer, seconds")
     min_throughput: float = Field(0.0, ge=0, description="alert when docs/s over 5 minutes falls below this")
+    event_retention_days: float = Field(7.0, gt=0, description="days of document events kept for docmill trace")
+
+
+#: ``workers.preset``: what each preset sets (only keys absent from the config take these values).
+#: ``embedding.batch_size`` is applied to HTTP providers only (local CPU models stay at their best, 8).
+PRESETS: dict[str, dict[str, Any]] = {
+    # One laptop: few threads, small claims and batches, gentle bursts against a remote API.
+    "local": {"workers.claim_batch_size": 4, "workers.prepare_threads": 1, "workers.max_inflight_chunks": 256,
+              "embedding.batch_size": 16, "embedding.max_concurrency": 2, "embedding.max_batch_wait": 50.0,
+              "embedding.rate_limit_burst": 2.0},
+    # A server: the defaults most deployments want.
+    "standard": {"workers.claim_batch_size": 8, "workers.prepare_threads": 2, "workers.max_inflight_chunks": 512,
+                 "embedding.batch_size": 64, "embedding.max_concurrency": 4, "embedding.max_batch_wait": 100.0,
+                 "embedding.rate_limit_burst": 5.0},
+    # Many machines against a large API quota: big claims and batches, many requests in flight.
+    "high_throughput": {"workers.claim_batch_size": 32, "workers.prepare_threads": 4,
+                        "workers.max_inflight_chunks": 2048, "embedding.batch_size": 128,
+                        "embedding.max_concurrency": 16, "embedding.max_batch_wait": 200.0,
+                        "embedding.rate_limit_burst": 10.0},
+}
 
 
 class LoggingConfig(_Section):
@@ -216,6 +247,21 @@ class Config(_Section):
                 raise ConfigError(format_validation_error(exc, Path(path), self.__class__)) from None
         else:
             super().__init__(**data)
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> Config:
+        # Only keys the user did not set take the preset's value: explicit keys always win.
+        preset = PRESETS.get(self.workers.preset or "")
+        if not preset:
+            return self
+        for dotted, value in preset.items():
+            section_name, key = dotted.split(".")
+            if dotted == "embedding.batch_size" and self.embedding.provider != "openai":
+                continue  # the local CPU models are fastest at their measured batch of 8
+            section = getattr(self, section_name)
+            if key not in section.model_fields_set:
+                setattr(section, key, value)
+        return self
 
     @model_validator(mode="after")
     def _merge_work_queue(self) -> Config:

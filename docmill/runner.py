@@ -64,6 +64,13 @@ class IngestSummary:
     limit_reached: bool = False
     finalized: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    embed_requests: int = 0
+    rate_limited: int = 0
+    #: Percentiles (p50/p95/p99, seconds) of each stage per document (embed: per batch) and of
+    #: claim-to-completion per document; the highest in-flight chunk count and peak RSS of any worker.
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    max_inflight_chunks: int = 0
+    peak_rss_mb: list[float] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -168,7 +175,7 @@ def _run_processes(cfg: Config, url: str, n: int, limit: int | None, threads: in
     results = ctx.Queue()
     value = ctx.Value("i", limit) if limit is not None else None
     data = cfg.model_dump(mode="json")
-    procs = [ctx.Process(target=run_worker_process, args=(data, url, value, threads, results),
+    procs = [ctx.Process(target=run_worker_process, args=(with_worker_ports(data, i), url, value, threads, results),
                          name=f"docmill-worker-{i}") for i in range(n)]
     for p in procs:
         p.start()
@@ -197,6 +204,25 @@ def _run_processes(cfg: Config, url: str, n: int, limit: int | None, threads: in
     errors += [f"{p.name} exited with code {p.exitcode}" for p in procs if p.exitcode not in (0, None)
                and not any("error" in r for r in reports)]
     return [r for r in reports if "error" not in r], errors
+
+
+def with_worker_ports(data: dict[str, Any], index: int) -> dict[str, Any]:
+    """Worker ``index``'s config: its /metrics and health ports are the configured ones + index (0 stays 0)."""
+    mon = dict(data["monitoring"])
+    for key in ("metrics_port", "health_check_port"):
+        if mon[key]:
+            mon[key] += index
+    return {**data, "monitoring": mon}
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 and the count of a list of durations (seconds)."""
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "n": len(ordered)}
 
 
 class _ProgressWatcher(threading.Thread):
@@ -250,6 +276,11 @@ def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], err
         new=discovery.get("new", 0), changed=discovery.get("changed", 0), removed=discovery.get("removed", 0),
         workers=n_workers, limit_reached=limit is not None and counts[DocState.PENDING] > 0,
         finalized=finalized, stage_seconds={k: round(v, 3) for k, v in stats.stage_seconds.items()},
+        embed_requests=stats.embed_requests, rate_limited=stats.rate_limited,
+        latency={name: percentiles(samples) for name, samples in
+                 [*stats.stage_samples.items(), ("document", stats.doc_seconds)] if samples},
+        max_inflight_chunks=stats.max_inflight_chunks,
+        peak_rss_mb=[float((r.get("stats") or {}).get("peak_rss_mb", 0.0)) for r in reports],
         dead_letters=[{"id": d.id, "uri": d.uri, "error_class": d.error_class, "error": d.last_error}
                       for d in dead_rows],
         warnings=list(discovery.get("warnings", [])), errors=errors)

@@ -16,7 +16,7 @@ import numpy as np
 from docmill.config import Config
 from docmill.models import Chunk, DocumentRef
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the events and alert_state tables (operations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,59 @@ class CompletionStats:
     p95_seconds: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One thing that happened to a document (``docmill trace``), written with the change itself."""
+
+    id: int
+    run_id: str
+    document_id: int
+    at: float
+    kind: str  # discovered changed claimed done unchanged retry dead released fenced lost removed requeued reset purged
+    worker_id: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRow:
+    """A document held under a lease right now."""
+
+    id: int
+    run_id: str
+    uri: str
+    worker_id: str | None
+    attempts: int
+    claimed_at: float | None
+    lease_expires_at: float | None
+    held_seconds: float
+    expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    """A recent attempt that ended in an error (retry, dead, lost or fenced)."""
+
+    document_id: int
+    uri: str
+    worker_id: str
+    finished_at: float
+    outcome: str
+    error_class: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateBucket:
+    """A rate-limit row after one operation on it (``docmill.ratelimit``); times on the store's clock."""
+
+    granted: bool
+    request_tokens: float
+    token_tokens: float
+    factor: float
+    blocked_until: float
+    now: float
+
+
 class Backend(Protocol):
     """Everything the pipeline, the workers, the leader and the CLI ask of the store."""
 
@@ -259,6 +312,17 @@ class Backend(Protocol):
     def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
         """Store the run's relationships and mark it complete, if this worker still holds finalize."""
 
+    # -- cluster-wide rate limits (SQL in ratelimit.sql) ------------------------------------
+    def rate_acquire(self, key: str, need_requests: float, need_tokens: float, request_rate: float,
+                     request_capacity: float, token_rate: float, token_capacity: float) -> RateBucket:
+        """Refill the shared bucket ``key`` and take the need if it is there, in one statement."""
+
+    def rate_throttled(self, key: str, retry_after: float, decrease: float, min_factor: float) -> None:
+        """A 429/503: cut the shared factor and block every worker for ``retry_after`` seconds."""
+
+    def rate_succeeded(self, key: str, increase: float) -> None:
+        """A successful request: raise the shared factor by ``increase`` (up to 1)."""
+
     # -- reading ---------------------------------------------------------------------
     def vector_search(self, query: np.ndarray, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
         """Top ``k`` chunks by cosine similarity."""
@@ -266,8 +330,9 @@ class Backend(Protocol):
     def text_search(self, query: str, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
         """Top ``k`` chunks by full-text rank."""
 
-    def documents(self, run_id: str | None, state: str | None, limit: int | None) -> list[DocumentRow]:
-        """Documents, optionally of one run and one state."""
+    def documents(self, run_id: str | None, state: str | None, limit: int | None,
+                  source: str | None = None) -> list[DocumentRow]:
+        """Documents, optionally of one run, one state and one source."""
 
     def chunk_count(self, run_id: str) -> int:
         """Chunks stored for the run's documents."""
@@ -280,3 +345,46 @@ class Backend(Protocol):
 
     def recent_completions(self, run_id: str, window_seconds: float) -> CompletionStats:
         """Attempts that finished done or unchanged in the last ``window_seconds``."""
+
+    # -- operations: status, dead letters, claims, trace, housekeeping ------------------
+    def schema_version(self) -> int:
+        """The schema version the store is at (``/readyz`` compares it with SCHEMA_VERSION)."""
+
+    def failure_counts(self, run_id: str) -> dict[str, int]:
+        """Dead documents of the run by error class."""
+
+    def claims(self, run_id: str) -> list[ClaimRow]:
+        """Documents of the run held under a lease now, longest held first."""
+
+    def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:
+        """The run's latest attempts that ended in retry, dead, lost or fenced (last hour)."""
+
+    def find_document_ids(self, run_id: str, idents: Sequence[str]) -> list[int]:
+        """Ids of the run's documents named by id, URI or key, including removed ones (from events)."""
+
+    def document_rows(self, ids: Sequence[int]) -> list[DocumentRow]:
+        """The documents with these ids that still exist."""
+
+    def events(self, document_id: int) -> list[EventRow]:
+        """A document's history, oldest first."""
+
+    def relationship_count(self, document_id: int) -> int:
+        """Edges from or to a document."""
+
+    def requeue(self, run_id: str, ids: Sequence[int]) -> list[int]:
+        """Dead (or waiting) documents back to pending now with attempts reset; history kept."""
+
+    def purge_dead(self, run_id: str | None, older_than: float) -> int:
+        """Delete dead documents (and chunks) unchanged for ``older_than`` seconds."""
+
+    def reset_claims(self, run_id: str, older_than: float, reason: str) -> int:
+        """Release claims held for at least ``older_than`` seconds (0: all) without spending an attempt."""
+
+    def swap_alert_state(self, run_id: str, dead_count: int) -> int | None:
+        """Store the dead count seen by this alert check; return the previous check's, or None."""
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events older than ``older_than`` seconds (the retention)."""
+
+    def cleanup_finished_runs(self, older_than: float) -> dict[str, int]:
+        """Drop attempts, events and worker rows of runs complete for ``older_than`` seconds."""

@@ -98,3 +98,29 @@ def completion_stats(durations: Sequence[float]) -> CompletionStats:
         return CompletionStats(0, None, None)
     values = np.asarray(durations, dtype=np.float64)
     return CompletionStats(len(values), float(values.mean()), float(np.percentile(values, 95)))
+
+
+# -- operations: the events both backends write ------------------------------------------------
+def discovery_kinds(refs: Sequence[DocumentRef], existing: dict[str, tuple[str | None, str]]) -> list[list[str]]:
+    """[[key, "discovered" | "changed"], …] for the refs an upsert creates or changes (once per key)."""
+    kinds: dict[str, str] = {}
+    for ref in refs:
+        if ref.key not in existing:
+            kinds.setdefault(ref.key, "discovered")
+        elif existing[ref.key][0] != ref.version:
+            kinds.setdefault(ref.key, "changed")
+    return [[k, v] for k, v in kinds.items()]
+
+
+def event_detail(**values: Any) -> str:
+    """An event's detail as a JSON object (None values left out)."""
+    return json.dumps({k: v for k, v in values.items() if v is not None}, ensure_ascii=False, default=str)
+
+
+def done_detail(result: DocumentResult) -> str:
+    """Detail of a ``done`` event: chunks written and the content hash."""
+    return event_detail(chunks=len(result.chunks), content_hash=result.content_hash, title=result.title)
+
+
+FENCED_DETAIL = event_detail(reason="completion rejected: the lease was lost (another worker or an "
+                                    "operator took the document over)")

@@ -36,18 +36,28 @@ from psycopg.types import TypeInfo
 from docmill.backends.base import (
     SCHEMA_VERSION,
     ClaimedDocument,
+    ClaimRow,
+    CompletionStats,
     DocumentLinks,
     DocumentResult,
     DocumentRow,
+    ErrorRow,
+    EventRow,
+    RateBucket,
     Relationship,
     RunInfo,
     SearchHit,
     UpsertCounts,
+    WorkerRow,
 )
 from docmill.backends.common import (
+    FENCED_DETAIL,
     chunk_rows,
     count_upserts,
+    discovery_kinds,
+    done_detail,
     done_params,
+    event_detail,
     from_blob,
     fts_query,
     new_token_prefix,
@@ -60,6 +70,7 @@ from docmill.errors import ConfigError, StoreError, TransientError
 from docmill.models import DocState, DocumentRef
 
 Q = load_queries(__name__)
+RL = load_queries(__name__, "ratelimit.sql")
 
 #: Key of the transaction-level advisory lock that serialises schema creation and migration
 #: (any constant works as long as every docmill process uses the same one: b"docmill" as an int).
@@ -409,6 +420,9 @@ class PostgresBackend:
                 "depths": [r.depth for r in unique], "sizes": [r.size for r in unique],
                 "versions": [r.version for r in unique]})
             counts = count_upserts(refs, existing)
+            if kinds := discovery_kinds(unique, existing):
+                c.execute(Q["discovery_events"], {"run_id": run_id, "source": source,
+                                                  "keys": [k for k, _ in kinds], "kinds": [v for _, v in kinds]})
             if counts.new or counts.changed:
                 c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
             return counts
@@ -484,7 +498,7 @@ class PostgresBackend:
         cache = sorted({r["text_hash"]: to_blob(r["embedding"]) for r in rows}.items())
 
         def body(c: psycopg.Connection[Any]) -> bool:
-            params = done_params(doc.id, doc.lease_token, doc.version, result)
+            params = {**done_params(doc.id, doc.lease_token, doc.version, result), "detail": done_detail(result)}
             state = c.execute(Q["complete_document"], params).fetchone()[0]
             if state is None:
                 return False  # fenced: the attempt is already closed as such
@@ -508,7 +522,9 @@ class PostgresBackend:
                                                    "version": doc.version}).fetchone()
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token,
                                             "outcome": "unchanged" if done else "fenced",
-                                            "error_class": None if done else "LeaseLost", "message": None})
+                                            "error_class": None if done else "LeaseLost", "message": None,
+                                            "detail": event_detail(content_hash=doc.content_hash) if done
+                                            else FENCED_DETAIL})
             if done and done[0] == DocState.PENDING:
                 c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return done is not None
@@ -526,7 +542,9 @@ class PostgresBackend:
             changed = cur.rowcount == 1
             outcome = ("retry" if retry_in is not None else "dead") if changed else "fenced"
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
-                                            "error_class": error_class, "message": message})
+                                            "error_class": error_class, "message": message,
+                                            "detail": event_detail(error_class=error_class, message=message,
+                                                                   retry_in=retry_in)})
             if changed and retry_in is not None:
                 c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
             return changed
@@ -700,16 +718,15 @@ class PostgresBackend:
         text = Q["text_search"].format(run_filter=run_filter)
         return self._hits(self._read(lambda c: c.execute(text, params).fetchall()))
 
-    def documents(self, run_id: str | None, state: str | None, limit: int | None) -> list[DocumentRow]:
-        """Documents, optionally of one run and one state."""
+    def documents(self, run_id: str | None, state: str | None, limit: int | None,
+                  source: str | None = None) -> list[DocumentRow]:
+        """Documents, optionally of one run, one state and one source."""
         conditions: list[str] = []
         params: dict[str, Any] = {}
-        if run_id:
-            conditions.append("run_id = %(run_id)s")
-            params["run_id"] = run_id
-        if state:
-            conditions.append("state = %(state)s")
-            params["state"] = state
+        for column, value in (("run_id", run_id), ("state", state), ("source", source)):
+            if value:
+                conditions.append(f"{column} = %({column})s")
+                params[column] = value
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         text = Q["documents"].format(where=where, limit=f"LIMIT {int(limit)}" if limit else "")
         rows = self._read(lambda c: c.execute(text, params).fetchall())
@@ -725,3 +742,140 @@ class PostgresBackend:
         """Edges computed by the run's last finalize."""
         rows = self._read(lambda c: c.execute(Q["relationships"], {"run_id": run_id}).fetchall())
         return [Relationship(source_id=r[0], target_id=r[1], kind=r[2], score=r[3]) for r in rows]
+
+    # -- cluster-wide rate limits (ratelimit.sql) ------------------------------------------
+    def rate_acquire(self, key: str, need_requests: float, need_tokens: float, request_rate: float,
+                     request_capacity: float, token_rate: float, token_capacity: float) -> RateBucket:
+        """Refill the shared bucket and take the need if it is there, in one statement (row lock)."""
+        params = {"key": key, "need_requests": need_requests, "need_tokens": need_tokens,
+                  "request_rate": request_rate, "request_capacity": request_capacity,
+                  "token_rate": token_rate, "token_capacity": token_capacity}
+        row = self._run(lambda c: c.execute(RL["rate_acquire"], params).fetchone())
+        return RateBucket(bool(row[0]), *map(float, row[1:]))
+
+    def rate_throttled(self, key: str, retry_after: float, decrease: float, min_factor: float) -> None:
+        """A 429/503: cut the shared factor and block every worker for ``retry_after`` seconds."""
+        self._rowcount(RL["rate_throttled"], {"key": key, "retry_after": retry_after, "decrease": decrease,
+                                              "min_factor": min_factor})
+
+    def rate_succeeded(self, key: str, increase: float) -> None:
+        """A successful request: raise the shared factor by ``increase`` (up to 1)."""
+        self._rowcount(RL["rate_succeeded"], {"key": key, "increase": increase})
+
+    # -- operations ------------------------------------------------------------------
+    def worker_rows(self, run_id: str) -> list[WorkerRow]:
+        """Workers that ever joined the run, newest first."""
+        rows = self._read(lambda c: c.execute(Q["worker_rows"], {"run_id": run_id}).fetchall())
+        return [WorkerRow(*r) for r in rows]
+
+    def recent_completions(self, run_id: str, window_seconds: float) -> CompletionStats:
+        """Attempts that finished done or unchanged in the last ``window_seconds`` (aggregated in SQL)."""
+        params = {"run_id": run_id, "window": float(window_seconds)}
+        count, avg, p95 = self._read(lambda c: c.execute(Q["recent_completions"], params).fetchone())
+        return CompletionStats(int(count), float(avg) if avg is not None else None,
+                               float(p95) if p95 is not None else None)
+
+    def schema_version(self) -> int:
+        """The schema version the store is at (0 before init-db)."""
+
+        def body(c: psycopg.Connection[Any]) -> int:
+            if c.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+                return 0
+            return int(c.execute(Q["schema_version"]).fetchone()[0] or 0)
+
+        return self._read(body)
+
+    def failure_counts(self, run_id: str) -> dict[str, int]:
+        """Dead documents of the run by error class."""
+        return dict(self._read(lambda c: c.execute(Q["failure_counts"], {"run_id": run_id}).fetchall()))
+
+    def claims(self, run_id: str) -> list[ClaimRow]:
+        """Documents of the run held under a lease now, longest held first."""
+        rows = self._read(lambda c: c.execute(Q["claims"], {"run_id": run_id}).fetchall())
+        return [ClaimRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], float(r[7]), bool(r[8])) for r in rows]
+
+    def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:
+        """The run's latest attempts that ended in retry, dead, lost or fenced (last hour)."""
+        params = {"run_id": run_id, "limit": limit}
+        return [ErrorRow(*r) for r in self._read(lambda c: c.execute(Q["recent_errors"], params).fetchall())]
+
+    def find_document_ids(self, run_id: str, idents: Sequence[str]) -> list[int]:
+        """Ids of the run's documents named by id, URI or key, including removed ones (from events)."""
+        params = {"run_id": run_id, "idents": list(idents)}
+
+        def body(c: psycopg.Connection[Any]) -> list[int]:
+            found = [r[0] for r in c.execute(Q["find_documents"], params)]
+            return found or [r[0] for r in c.execute(Q["find_removed_documents"], params)]
+
+        return self._read(body)
+
+    def document_rows(self, ids: Sequence[int]) -> list[DocumentRow]:
+        """The documents with these ids that still exist."""
+        params = {"ids": [int(i) for i in ids]}
+        return [DocumentRow(*r) for r in self._read(lambda c: c.execute(Q["document_rows"], params).fetchall())]
+
+    def events(self, document_id: int) -> list[EventRow]:
+        """A document's history, oldest first."""
+        rows = self._read(lambda c: c.execute(Q["events"], {"document_id": document_id}).fetchall())
+        return [EventRow(r[0], r[1], r[2], r[3], r[4], r[5], dict(r[6] or {})) for r in rows]
+
+    def relationship_count(self, document_id: int) -> int:
+        """Edges from or to a document."""
+        return int(self._read(lambda c: c.execute(Q["relationship_count"], {"id": document_id}).fetchone()[0]))
+
+    def requeue(self, run_id: str, ids: Sequence[int]) -> list[int]:
+        """Dead (or waiting) documents back to pending now with attempts reset; history kept."""
+        params = {"run_id": run_id, "ids": [int(i) for i in ids]}
+
+        def body(c: psycopg.Connection[Any]) -> list[int]:
+            moved = [r[0] for r in c.execute(Q["requeue"], params)]
+            if moved:
+                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+            return moved
+
+        return self._run(body)
+
+    def purge_dead(self, run_id: str | None, older_than: float) -> int:
+        """Delete dead documents (and chunks) unchanged for ``older_than`` seconds."""
+        params = {"run_id": run_id, "age": float(older_than)}
+        return int(self._run(lambda c: c.execute(Q["purge_dead"], params).fetchone()[0]))
+
+    def reset_claims(self, run_id: str, older_than: float, reason: str) -> int:
+        """Release claims held for at least ``older_than`` seconds (0: all) without spending an attempt."""
+        params = {"run_id": run_id, "age": float(older_than), "reason": reason}
+
+        def body(c: psycopg.Connection[Any]) -> int:
+            count = c.execute(Q["reset_claims"], params).rowcount
+            if count:
+                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+            return count
+
+        return self._run(body)
+
+    def swap_alert_state(self, run_id: str, dead_count: int) -> int | None:
+        """Store the dead count seen by this alert check; return the previous check's, or None."""
+        params = {"run_id": run_id, "dead_count": dead_count}
+        previous = self._run(lambda c: c.execute(Q["swap_alert_state"], params).fetchone()[0])
+        return int(previous) if previous is not None else None
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events older than ``older_than`` seconds, run by run (one short transaction each)."""
+        runs = [r[0] for r in self._read(lambda c: c.execute(Q["event_runs"]).fetchall())]
+        return sum(self._rowcount(Q["prune_events"], {"run_id": run_id, "age": float(older_than)})
+                   for run_id in runs)
+
+    def cleanup_finished_runs(self, older_than: float) -> dict[str, int]:
+        """Drop attempts, events and worker rows of runs complete for ``older_than`` seconds."""
+        totals = {"runs": 0, "attempts": 0, "events": 0, "workers": 0}
+        finished = self._read(lambda c: c.execute(Q["finished_runs"], {"age": float(older_than)}).fetchall())
+        for (run_id,) in finished:
+
+            def body(c: psycopg.Connection[Any], run_id: str = run_id) -> dict[str, int]:
+                return {t: c.execute(Q[f"cleanup_{t}"], {"run_id": run_id}).rowcount
+                        for t in ("attempts", "events", "workers")}
+
+            for table, n in self._run(body).items():
+                totals[table] += n
+            totals["runs"] += 1
+        return totals
+

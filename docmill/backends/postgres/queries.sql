@@ -84,10 +84,16 @@ SELECT count(*) FROM documents WHERE run_id = %(run_id)s AND source = %(source)s
 
 -- remove_unseen --
 -- Delete the documents a finished discovery pass did not see; chunks, attempts and edges go with them.
+-- Each leaves a 'removed' event (the leader's) in the same statement.
 WITH gone AS (
     DELETE FROM documents
     WHERE run_id = %(run_id)s AND source = %(source)s AND seen_gen < %(generation)s
-    RETURNING id, uri)
+    RETURNING id, run_id, uri, source),
+logged AS (
+    INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+    SELECT g.run_id, g.id, 'removed', r.leader_id,
+           jsonb_build_object('uri', g.uri, 'reason', 'no longer in source ' || g.source)
+    FROM gone g JOIN runs r ON r.run_id = g.run_id)
 SELECT uri FROM gone ORDER BY id
 
 -- bury_exhausted --
@@ -104,11 +110,20 @@ WITH buried AS (
                  WHERE run_id = %(run_id)s AND state = 'claimed' AND lease_expires_at < now()
                    AND attempts >= %(max_attempts)s
                  FOR UPDATE SKIP LOCKED)
-    RETURNING id)
-UPDATE attempts SET outcome = 'lost', finished_at = now(),
-    error_class = coalesce(error_class, 'WorkerLost'),
-    error_message = coalesce(error_message, 'lease expired before the worker finished')
-WHERE document_id IN (SELECT id FROM buried) AND outcome IS NULL
+    RETURNING id, run_id, error_class, last_error),
+closed AS (
+    UPDATE attempts SET outcome = 'lost', finished_at = now(),
+        error_class = coalesce(error_class, 'WorkerLost'),
+        error_message = coalesce(error_message, 'lease expired before the worker finished')
+    WHERE document_id IN (SELECT id FROM buried) AND outcome IS NULL
+    RETURNING run_id, document_id, worker_id, attempt)
+INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+SELECT run_id, document_id, 'lost', worker_id,
+       jsonb_build_object('attempt', attempt, 'message', 'lease expired before the worker finished')
+FROM closed
+UNION ALL
+SELECT run_id, id, 'dead', NULL, jsonb_build_object('error_class', error_class, 'message', last_error)
+FROM buried
 
 -- claim_documents --
 -- Lease up to %(limit)s documents: pending and due, or claimed with a lapsed lease; priority, then age.
@@ -141,15 +156,26 @@ WITH pending AS (
         updated_at = now()
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.run_id, d.source, d.doc_key, d.uri, d.attempts, d.lease_token, d.version,
-              d.content_hash, d.depth
+              d.content_hash, d.depth, d.lease_expires_at
 ), closed AS (
     UPDATE attempts SET outcome = 'lost', finished_at = now(),
         error_class = coalesce(error_class, 'WorkerLost'),
         error_message = coalesce(error_message, 'lease expired before the worker finished')
     WHERE document_id IN (SELECT id FROM claimed WHERE attempts > 1) AND outcome IS NULL
+    RETURNING run_id, document_id, worker_id, attempt
 ), opened AS (
     INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token)
     SELECT id, run_id, attempts, %(worker_id)s, lease_token FROM claimed
+), logged AS (
+    -- The trace: the lost holder of a re-claimed document, then the new claim.
+    INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+    SELECT run_id, document_id, 'lost', worker_id,
+           jsonb_build_object('attempt', attempt, 'message', 'lease expired before the worker finished')
+    FROM closed
+    UNION ALL
+    SELECT run_id, id, 'claimed', %(worker_id)s,
+           jsonb_build_object('attempt', attempts, 'lease_expires_at', extract(epoch FROM lease_expires_at))
+    FROM claimed
 )
 SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth FROM claimed
 
@@ -182,7 +208,17 @@ closed AS (
         error_class = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL ELSE 'LeaseLost' END,
         error_message = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL
                              ELSE 'completion rejected: lease lost' END
-    WHERE lease_token = %(lease_token)s)
+    WHERE lease_token = %(lease_token)s
+    RETURNING run_id, document_id, worker_id, attempt, outcome),
+logged AS (
+    -- The trace's done (with %(detail)s: chunks, content hash) or fenced event.
+    INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+    SELECT run_id, document_id, outcome, worker_id,
+           CASE WHEN outcome = 'done'
+                THEN %(detail)s::jsonb || jsonb_build_object('state', (SELECT state FROM done))
+                ELSE jsonb_build_object('reason', 'completion rejected: the lease was lost') END
+           || jsonb_build_object('attempt', attempt)
+    FROM closed)
 SELECT (SELECT state FROM done)
 
 -- mark_unchanged --
@@ -231,15 +267,28 @@ WHERE d.id = t.id AND d.lease_token = t.token AND d.state = 'claimed'
 RETURNING t.token
 
 -- finish_attempt --
--- Close the history row of a claim with its outcome.
-UPDATE attempts SET outcome = %(outcome)s, finished_at = now(), error_class = %(error_class)s,
-    error_message = %(message)s
-WHERE lease_token = %(lease_token)s
+-- Close the history row of a claim with its outcome, and log it as an event (%(detail)s, a JSON
+-- object, gets the attempt number and the document's resulting state).
+WITH finished AS (
+    UPDATE attempts SET outcome = %(outcome)s, finished_at = now(), error_class = %(error_class)s,
+        error_message = %(message)s
+    WHERE lease_token = %(lease_token)s
+    RETURNING run_id, document_id, worker_id, attempt)
+INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+SELECT f.run_id, f.document_id, %(outcome)s, f.worker_id,
+       %(detail)s::jsonb || jsonb_build_object('attempt', f.attempt, 'state', d.state)
+FROM finished f JOIN documents d ON d.id = f.document_id
 
 -- finish_released_attempts --
--- Close the history rows of released claims.
-UPDATE attempts SET outcome = 'released', finished_at = now(), error_class = NULL, error_message = NULL
-WHERE lease_token = ANY(%(tokens)s::text[])
+-- Close the history rows of released claims, with their events.
+WITH finished AS (
+    UPDATE attempts SET outcome = 'released', finished_at = now(), error_class = NULL, error_message = NULL
+    WHERE lease_token = ANY(%(tokens)s::text[])
+    RETURNING run_id, document_id, worker_id, attempt)
+INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+SELECT run_id, document_id, 'released', worker_id,
+       jsonb_build_object('attempt', attempt, 'state', 'pending', 'reason', 'given back unprocessed (stopping)')
+FROM finished
 
 -- register_worker --
 -- A worker process starts.
@@ -370,3 +419,174 @@ FROM documents {where} ORDER BY id {limit}
 -- chunk_count --
 -- Chunks of a run.
 SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.run_id = %(run_id)s
+
+-- ==== Operations: status, events (trace), dead letters, claims, alerts, housekeeping ============
+
+-- discovery_events --
+-- New and changed documents of one upsert batch, logged by the run's leader.
+INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+SELECT d.run_id, d.id, t.kind, r.leader_id,
+       jsonb_build_object('uri', d.uri, 'version', d.version, 'size', d.size_bytes, 'state', d.state)
+FROM unnest(%(keys)s::text[], %(kinds)s::text[]) AS t (k, kind)
+JOIN documents d ON d.run_id = %(run_id)s AND d.source = %(source)s AND d.doc_key = t.k
+JOIN runs r ON r.run_id = d.run_id
+
+-- worker_rows --
+-- Workers of a run with the age of their last heartbeat.
+SELECT worker_id, run_id, host, pid, extract(epoch FROM started_at)::float8,
+       extract(epoch FROM last_beat_at)::float8, extract(epoch FROM stopped_at)::float8, current_docs,
+       processed, failed, extract(epoch FROM now() - last_beat_at)::float8
+FROM workers WHERE run_id = %(run_id)s ORDER BY started_at DESC
+
+-- recent_completions --
+-- Count, mean and 95th percentile of the attempts that finished well in a recent window, computed in
+-- the database (through attempts_run_outcome) so no rows travel.
+SELECT count(*), avg(d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d)
+FROM (SELECT extract(epoch FROM finished_at - claimed_at)::float8 AS d FROM attempts
+      WHERE run_id = %(run_id)s AND outcome IN ('done', 'unchanged')
+        AND finished_at >= now() - make_interval(secs => %(window)s)) AS w
+
+-- schema_version --
+-- The store's schema version.
+SELECT max(version) FROM schema_version
+
+-- failure_counts --
+-- Dead documents of a run by error class.
+SELECT coalesce(error_class, 'unknown'), count(*) FROM documents
+WHERE run_id = %(run_id)s AND state = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1
+
+-- claims --
+-- Documents held now, with when their current attempt began; longest held first.
+SELECT d.id, d.run_id, d.uri, d.claimed_by, d.attempts, extract(epoch FROM a.claimed_at)::float8,
+       extract(epoch FROM d.lease_expires_at)::float8,
+       extract(epoch FROM now() - coalesce(a.claimed_at, d.updated_at))::float8, d.lease_expires_at < now()
+FROM documents d LEFT JOIN attempts a ON a.lease_token = d.lease_token
+WHERE d.run_id = %(run_id)s AND d.state = 'claimed'
+ORDER BY coalesce(a.claimed_at, d.updated_at), d.id
+
+-- recent_errors --
+-- The run's latest attempts that ended badly in the last hour.
+SELECT a.document_id, d.uri, a.worker_id, extract(epoch FROM a.finished_at)::float8, a.outcome,
+       a.error_class, a.error_message
+FROM attempts a JOIN documents d ON d.id = a.document_id
+WHERE a.run_id = %(run_id)s AND a.outcome IN ('retry', 'dead', 'lost', 'fenced')
+  AND a.finished_at >= now() - interval '1 hour'
+ORDER BY a.finished_at DESC LIMIT %(limit)s
+
+-- find_documents --
+-- Documents of a run named by id, URI or key.
+SELECT id FROM documents
+WHERE run_id = %(run_id)s
+  AND (id::text = ANY(%(idents)s::text[]) OR uri = ANY(%(idents)s::text[]) OR doc_key = ANY(%(idents)s::text[]))
+ORDER BY id
+
+-- find_removed_documents --
+-- Documents that no longer exist, named by the URI their events recorded.
+SELECT DISTINCT document_id FROM events
+WHERE run_id = %(run_id)s AND kind IN ('discovered', 'removed', 'purged')
+  AND detail ->> 'uri' = ANY(%(idents)s::text[])
+ORDER BY document_id
+
+-- document_rows --
+-- Documents by id.
+SELECT id, run_id, source, doc_key, uri, state, attempts, chunk_count, title, last_error, error_class,
+       extract(epoch FROM updated_at)::float8
+FROM documents WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id
+
+-- events --
+-- One document's history.
+SELECT id, run_id, document_id, extract(epoch FROM at)::float8, kind, worker_id, detail FROM events
+WHERE document_id = %(document_id)s ORDER BY id
+
+-- relationship_count --
+-- Edges from or to one document.
+SELECT count(*) FROM relationships WHERE source_id = %(id)s OR target_id = %(id)s
+
+-- requeue --
+-- Operator retry: dead or waiting documents back to pending now with attempts reset (last_error stays
+-- until the document is done), each with a 'requeued' event saying what it was before.
+WITH old AS (
+    SELECT id, state, attempts, last_error FROM documents
+    WHERE run_id = %(run_id)s AND id = ANY(%(ids)s::bigint[]) AND state IN ('dead', 'pending')
+    FOR UPDATE),
+moved AS (
+    UPDATE documents d SET state = 'pending', attempts = 0, available_at = now(), updated_at = now()
+    FROM old WHERE d.id = old.id
+    RETURNING d.id, d.run_id, old.state, old.attempts, old.last_error),
+logged AS (
+    INSERT INTO events (run_id, document_id, kind, detail)
+    SELECT run_id, id, 'requeued',
+           jsonb_build_object('previous_state', state, 'attempts', attempts, 'last_error', last_error)
+    FROM moved)
+SELECT id FROM moved ORDER BY id
+
+-- purge_dead --
+-- Delete dead documents older than %(age)s seconds (chunks, attempts and edges go with them), each
+-- with a 'purged' event.
+WITH gone AS (
+    DELETE FROM documents
+    WHERE state = 'dead' AND updated_at < now() - make_interval(secs => %(age)s)
+      AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s::text)
+    RETURNING id, run_id, uri, error_class, last_error),
+logged AS (
+    INSERT INTO events (run_id, document_id, kind, detail)
+    SELECT run_id, id, 'purged', jsonb_build_object('uri', uri, 'error_class', error_class, 'message', last_error)
+    FROM gone)
+SELECT count(*) FROM gone
+
+-- reset_claims --
+-- Release claims whose current attempt began at least %(age)s seconds ago, without spending an
+-- attempt; their attempts close as released and each gets a 'reset' event. The holder's late
+-- completion is then fenced (its lease token no longer matches).
+WITH stuck AS (
+    SELECT d.id, d.lease_token FROM documents d JOIN attempts a ON a.lease_token = d.lease_token
+    WHERE d.run_id = %(run_id)s AND d.state = 'claimed'
+      AND a.claimed_at <= now() - make_interval(secs => %(age)s)
+    FOR UPDATE OF d),
+reset AS (
+    UPDATE documents d
+    SET state = 'pending', attempts = greatest(d.attempts - 1, 0), available_at = now(), lease_token = NULL,
+        claimed_by = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM stuck WHERE d.id = stuck.id
+    RETURNING stuck.lease_token),
+closed AS (
+    UPDATE attempts a SET outcome = 'released', finished_at = now(), error_class = 'ClaimReset',
+        error_message = %(reason)s
+    FROM reset WHERE a.lease_token = reset.lease_token
+    RETURNING a.run_id, a.document_id, a.worker_id, a.attempt)
+INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+SELECT run_id, document_id, 'reset', worker_id,
+       jsonb_build_object('attempt', attempt, 'reason', %(reason)s, 'state', 'pending')
+FROM closed
+
+-- swap_alert_state --
+-- Remember this alert check's dead count and return the previous check's (NULL the first time).
+WITH previous AS (SELECT dead_count FROM alert_state WHERE run_id = %(run_id)s FOR UPDATE),
+stored AS (
+    INSERT INTO alert_state (run_id, dead_count) VALUES (%(run_id)s, %(dead_count)s)
+    ON CONFLICT (run_id) DO UPDATE SET dead_count = excluded.dead_count, checked_at = now())
+SELECT (SELECT dead_count FROM previous)
+
+-- event_runs --
+-- Runs whose events may need pruning.
+SELECT run_id FROM runs
+
+-- prune_events --
+-- Events of one run older than the retention (walks events_run_at).
+DELETE FROM events WHERE run_id = %(run_id)s AND at < now() - make_interval(secs => %(age)s)
+
+-- finished_runs --
+-- Runs complete for longer than %(age)s seconds.
+SELECT run_id FROM runs WHERE state = 'complete' AND updated_at < now() - make_interval(secs => %(age)s)
+
+-- cleanup_attempts --
+-- Attempts history of one finished run.
+DELETE FROM attempts WHERE run_id = %(run_id)s
+
+-- cleanup_events --
+-- Events of one finished run.
+DELETE FROM events WHERE run_id = %(run_id)s
+
+-- cleanup_workers --
+-- Worker rows of one finished run.
+DELETE FROM workers WHERE run_id = %(run_id)s

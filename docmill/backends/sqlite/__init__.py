@@ -14,10 +14,14 @@ import numpy as np
 from docmill.backends.base import (
     SCHEMA_VERSION,
     ClaimedDocument,
+    ClaimRow,
     CompletionStats,
     DocumentLinks,
     DocumentResult,
     DocumentRow,
+    ErrorRow,
+    EventRow,
+    RateBucket,
     Relationship,
     RunInfo,
     SearchHit,
@@ -25,11 +29,15 @@ from docmill.backends.base import (
     WorkerRow,
 )
 from docmill.backends.common import (
+    FENCED_DETAIL,
     batched,
     chunk_rows,
     completion_stats,
     count_upserts,
+    discovery_kinds,
+    done_detail,
     done_params,
+    event_detail,
     from_blob,
     fts_query,
     new_token_prefix,
@@ -42,6 +50,7 @@ from docmill.errors import StoreError
 from docmill.models import DocState, DocumentRef
 
 Q = load_queries(__name__)
+RL = load_queries(__name__, "ratelimit.sql")
 
 
 class SQLiteBackend:
@@ -80,8 +89,9 @@ class SQLiteBackend:
         self.conn.executescript(read_script(__name__, "schema.sql"))
         with self._write() as c:
             row = c.execute("SELECT max(version) FROM schema_version").fetchone()
-            if row[0] is None:
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            if row[0] is None or row[0] < SCHEMA_VERSION:
+                # schema.sql only adds (IF NOT EXISTS), so running it brought an older file up to date.
+                c.execute(Q["record_schema_version"], {"version": SCHEMA_VERSION})
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(f"the store {self.path} has schema version {row[0]}, newer than this "
                                  f"docmill understands ({SCHEMA_VERSION}): upgrade docmill")
@@ -155,6 +165,8 @@ class SQLiteBackend:
                 {"run_id": run_id, "source": r.source, "doc_key": r.key, "uri": r.uri, "priority": r.priority,
                  "depth": r.depth, "size": r.size, "version": r.version, "generation": generation}
                 for r in refs])
+            if kinds := discovery_kinds(refs, existing):
+                c.execute(Q["discovery_events"], {"run_id": run_id, "source": source, "keys": json.dumps(kinds)})
         return count_upserts(refs, existing)
 
     def count_source_documents(self, run_id: str, source: str) -> int:
@@ -163,9 +175,11 @@ class SQLiteBackend:
 
     def remove_unseen(self, run_id: str, source: str, generation: int) -> list[str]:
         """Delete documents the last discovery pass did not see."""
+        params = {"run_id": run_id, "source": source, "generation": generation}
         with self._write() as c:
-            rows = c.execute(Q["select_unseen"],
-                             {"run_id": run_id, "source": source, "generation": generation}).fetchall()
+            rows = c.execute(Q["select_unseen"], params).fetchall()
+            if rows:
+                c.execute(Q["removed_events"], params)
             c.executemany(Q["delete_document"], [{"id": r[0]} for r in rows])
         return [r[1] for r in rows]
 
@@ -175,6 +189,10 @@ class SQLiteBackend:
         """Lease up to ``limit`` runnable documents."""
         with self._write() as c:
             buried = c.execute(Q["bury_exhausted"], {"run_id": run_id, "max_attempts": max_attempts}).fetchall()
+            if buried:
+                ids = json.dumps([r[0] for r in buried])
+                c.execute(Q["lost_events"], {"ids": ids})
+                c.execute(Q["buried_events"], {"ids": ids})
             for (doc_id,) in buried:
                 c.execute(Q["close_lost_attempts"], {"document_id": doc_id})
             rows = c.execute(Q["claim_documents"], {
@@ -183,11 +201,15 @@ class SQLiteBackend:
             docs = [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
                                     lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9])
                     for r in rows]
+            if retaken := [d.id for d in docs if d.attempts > 1]:
+                c.execute(Q["lost_events"], {"ids": json.dumps(retaken)})
             for d in docs:
                 if d.attempts > 1:
                     c.execute(Q["close_lost_attempts"], {"document_id": d.id})
                 c.execute(Q["insert_attempt"], {"document_id": d.id, "run_id": run_id, "attempt": d.attempts,
                                                 "worker_id": worker_id, "lease_token": d.lease_token})
+            if docs:
+                c.execute(Q["claim_events"], {"ids": json.dumps([d.id for d in docs])})
         docs.sort(key=lambda d: d.id)
         return docs
 
@@ -214,6 +236,7 @@ class SQLiteBackend:
                 c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "fenced",
                                                 "error_class": "LeaseLost",
                                                 "message": "completion rejected: lease lost"})
+                self._event(c, "fenced", [doc.lease_token], FENCED_DETAIL)
                 return False
             c.execute(Q["delete_chunks"], {"document_id": doc.id})
             c.executemany(Q["insert_chunk"], rows)
@@ -221,6 +244,7 @@ class SQLiteBackend:
                                                "embedding": r["embedding"]} for r in rows])
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
                                             "error_class": None, "message": None})
+            self._event(c, "done", [doc.lease_token], done_detail(result))
         return True
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:
@@ -232,6 +256,8 @@ class SQLiteBackend:
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
                                             "error_class": None if cur.rowcount == 1 else "LeaseLost",
                                             "message": None})
+            self._event(c, outcome, [doc.lease_token],
+                        event_detail(content_hash=doc.content_hash) if outcome == "unchanged" else FENCED_DETAIL)
         return cur.rowcount == 1
 
     def fail(self, doc: ClaimedDocument, error_class: str, message: str, retry_in: float | None) -> bool:
@@ -244,19 +270,28 @@ class SQLiteBackend:
             outcome = ("retry" if retry_in is not None else "dead") if cur.rowcount == 1 else "fenced"
             c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": outcome,
                                             "error_class": error_class, "message": message})
+            self._event(c, outcome, [doc.lease_token],
+                        event_detail(error_class=error_class, message=message, retry_in=retry_in))
         return cur.rowcount == 1
 
     def release(self, docs: Sequence[ClaimedDocument]) -> int:
         """Give documents back without spending an attempt."""
-        released = 0
+        released: list[str] = []
         with self._write() as c:
             for d in docs:
                 cur = c.execute(Q["mark_released"], {"id": d.id, "lease_token": d.lease_token})
                 if cur.rowcount == 1:
-                    released += 1
+                    released.append(d.lease_token)
                     c.execute(Q["finish_attempt"], {"lease_token": d.lease_token, "outcome": "released",
                                                     "error_class": None, "message": None})
-        return released
+            if released:
+                self._event(c, "released", released, event_detail(reason="given back unprocessed (stopping)"))
+        return len(released)
+
+    @staticmethod
+    def _event(c: sqlite3.Connection, kind: str, tokens: Sequence[str], detail: str) -> None:
+        """One event per claim (by lease token), in the caller's transaction."""
+        c.execute(Q["attempt_events"], {"kind": kind, "tokens": json.dumps(list(tokens)), "detail": detail})
 
     def cached_vectors(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for these chunk texts."""
@@ -397,15 +432,14 @@ class SQLiteBackend:
         rows = self.conn.execute(sql, [match, *params, k]).fetchall()
         return self._hits([(r[0], float(r[1])) for r in rows])
 
-    def documents(self, run_id: str | None, state: str | None, limit: int | None) -> list[DocumentRow]:
+    def documents(self, run_id: str | None, state: str | None, limit: int | None,
+                  source: str | None = None) -> list[DocumentRow]:
         """Documents, optionally filtered."""
         conditions, params = [], []
-        if run_id:
-            conditions.append("run_id = ?")
-            params.append(run_id)
-        if state:
-            conditions.append("state = ?")
-            params.append(state)
+        for column, value in (("run_id", run_id), ("state", state), ("source", source)):
+            if value:
+                conditions.append(f"{column} = ?")
+                params.append(value)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = Q["documents"].format(where=where, limit=f"LIMIT {int(limit)}" if limit else "")
         return [DocumentRow(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], state=r[5], attempts=r[6],
@@ -429,3 +463,114 @@ class SQLiteBackend:
         """Count and timing of recent completions."""
         rows = self.conn.execute(Q["recent_durations"], {"run_id": run_id, "window": window_seconds})
         return completion_stats([r[0] for r in rows])
+
+    # -- cluster-wide rate limits (ratelimit.sql) ------------------------------------------
+    def rate_acquire(self, key: str, need_requests: float, need_tokens: float, request_rate: float,
+                     request_capacity: float, token_rate: float, token_capacity: float) -> RateBucket:
+        """Refill the shared bucket and take the need if it is there, in one statement."""
+        params = {"key": key, "need_requests": need_requests, "need_tokens": need_tokens,
+                  "request_rate": request_rate, "request_capacity": request_capacity,
+                  "token_rate": token_rate, "token_capacity": token_capacity}
+        with self._write() as c:
+            row = c.execute(RL["rate_acquire"], params).fetchone()
+        return RateBucket(bool(row[0]), *map(float, row[1:]))
+
+    def rate_throttled(self, key: str, retry_after: float, decrease: float, min_factor: float) -> None:
+        """A 429/503: cut the shared factor and block every worker for ``retry_after`` seconds."""
+        with self._write() as c:
+            c.execute(RL["rate_throttled"], {"key": key, "retry_after": retry_after, "decrease": decrease,
+                                             "min_factor": min_factor}).fetchall()
+
+    def rate_succeeded(self, key: str, increase: float) -> None:
+        """A successful request: raise the shared factor by ``increase`` (up to 1)."""
+        with self._write() as c:
+            c.execute(RL["rate_succeeded"], {"key": key, "increase": increase})
+
+    # -- operations ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The schema version the store is at."""
+        return int(self.conn.execute(Q["schema_version"]).fetchone()[0] or 0)
+
+    def failure_counts(self, run_id: str) -> dict[str, int]:
+        """Dead documents by error class."""
+        return dict(self.conn.execute(Q["failure_counts"], {"run_id": run_id}).fetchall())
+
+    def claims(self, run_id: str) -> list[ClaimRow]:
+        """Documents held now, longest held first."""
+        return [ClaimRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], float(r[7]), bool(r[8]))
+                for r in self.conn.execute(Q["claims"], {"run_id": run_id})]
+
+    def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:
+        """Latest attempts that ended badly."""
+        return [ErrorRow(*r) for r in self.conn.execute(Q["recent_errors"], {"run_id": run_id, "limit": limit})]
+
+    def find_document_ids(self, run_id: str, idents: Sequence[str]) -> list[int]:
+        """Documents named by id, URI or key; removed ones through their events."""
+        params = {"run_id": run_id, "idents": json.dumps(list(idents))}
+        found = [r[0] for r in self.conn.execute(Q["find_documents"], params)]
+        return found or [r[0] for r in self.conn.execute(Q["find_removed_documents"], params)]
+
+    def document_rows(self, ids: Sequence[int]) -> list[DocumentRow]:
+        """Documents by id."""
+        return [DocumentRow(*r) for r in self.conn.execute(Q["document_rows"], {"ids": json.dumps(list(ids))})]
+
+    def events(self, document_id: int) -> list[EventRow]:
+        """A document's history."""
+        return [EventRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}"))
+                for r in self.conn.execute(Q["events"], {"document_id": document_id})]
+
+    def relationship_count(self, document_id: int) -> int:
+        """Edges from or to a document."""
+        return int(self.conn.execute(Q["relationship_count"], {"id": document_id}).fetchone()[0])
+
+    def requeue(self, run_id: str, ids: Sequence[int]) -> list[int]:
+        """Dead or waiting documents back to pending, attempts reset."""
+        params = {"run_id": run_id, "ids": json.dumps([int(i) for i in ids])}
+        with self._write() as c:
+            c.execute(Q["requeue_events"], params)
+            return sorted(r[0] for r in c.execute(Q["requeue"], params).fetchall())
+
+    def purge_dead(self, run_id: str | None, older_than: float) -> int:
+        """Delete old dead documents with their chunks."""
+        params = {"run_id": run_id, "age": float(older_than)}
+        with self._write() as c:
+            c.execute(Q["purge_events"], params)
+            return c.execute(Q["purge_dead"], params).rowcount
+
+    def reset_claims(self, run_id: str, older_than: float, reason: str) -> int:
+        """Release claims held at least ``older_than`` seconds."""
+        with self._write() as c:
+            tokens = [r[0] for r in c.execute(Q["stuck_claims"], {"run_id": run_id, "age": float(older_than)})]
+            if not tokens:
+                return 0
+            params = {"tokens": json.dumps(tokens), "reason": reason}
+            count = c.execute(Q["reset_claims"], params).rowcount
+            c.execute(Q["close_reset_attempts"], params)
+            self._event(c, "reset", tokens, event_detail(reason=reason))
+        return count
+
+    def swap_alert_state(self, run_id: str, dead_count: int) -> int | None:
+        """Store this check's dead count; return the previous one."""
+        with self._write() as c:
+            row = c.execute(Q["get_alert_state"], {"run_id": run_id}).fetchone()
+            c.execute(Q["put_alert_state"], {"run_id": run_id, "dead_count": dead_count})
+        return int(row[0]) if row else None
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events past the retention, run by run."""
+        deleted = 0
+        for (run_id,) in self.conn.execute(Q["event_runs"]).fetchall():
+            with self._write() as c:
+                deleted += c.execute(Q["prune_events"], {"run_id": run_id, "age": float(older_than)}).rowcount
+        return deleted
+
+    def cleanup_finished_runs(self, older_than: float) -> dict[str, int]:
+        """Drop the queue bookkeeping of long-finished runs (never documents or chunks)."""
+        totals = {"runs": 0, "attempts": 0, "events": 0, "workers": 0}
+        for (run_id,) in self.conn.execute(Q["finished_runs"], {"age": float(older_than)}).fetchall():
+            with self._write() as c:
+                totals["runs"] += 1
+                for table in ("attempts", "events", "workers"):
+                    totals[table] += c.execute(Q[f"cleanup_{table}"], {"run_id": run_id}).rowcount
+        return totals
+

@@ -292,3 +292,189 @@ FROM workers WHERE run_id = :run_id ORDER BY started_at DESC
 -- Durations of attempts that finished well in a recent window.
 SELECT finished_at - claimed_at FROM attempts
 WHERE run_id = :run_id AND outcome IN ('done', 'unchanged') AND finished_at >= now() - :window
+
+-- ==== Operations: events (trace), dead letters, claims, alerts, housekeeping ====================
+-- Events are written with INSERT … SELECT in the transaction of the change they describe; detail
+-- is a JSON object. Lists of ids or tokens travel as one JSON array parameter (json_each).
+
+-- discovery_events --
+-- New and changed documents of one upsert batch (:keys is [[key, kind], …]); the leader is the runs row's.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT d.run_id, d.id, now(), json_extract(j.value, '$[1]'), r.leader_id,
+       json_object('uri', d.uri, 'version', d.version, 'size', d.size_bytes, 'state', d.state)
+FROM json_each(:keys) AS j
+JOIN documents d ON d.run_id = :run_id AND d.source = :source AND d.doc_key = json_extract(j.value, '$[0]')
+JOIN runs r ON r.run_id = d.run_id
+
+-- removed_events --
+-- Documents a finished discovery pass did not see, just before they are deleted.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT d.run_id, d.id, now(), 'removed', r.leader_id,
+       json_object('uri', d.uri, 'reason', 'no longer in source ' || d.source)
+FROM documents d JOIN runs r ON r.run_id = d.run_id
+WHERE d.run_id = :run_id AND d.source = :source AND d.seen_gen < :generation
+
+-- lost_events --
+-- Open attempts of documents (:ids, a JSON array) that are being taken over: their worker was lost.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, document_id, now(), 'lost', worker_id,
+       json_object('attempt', attempt, 'message', 'lease expired before the worker finished')
+FROM attempts WHERE document_id IN (SELECT value FROM json_each(:ids)) AND outcome IS NULL
+
+-- buried_events --
+-- Documents (:ids) just dead-lettered because their lease lapsed with every attempt used.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, id, now(), 'dead', NULL, json_object('error_class', error_class, 'message', last_error)
+FROM documents WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- claim_events --
+-- Documents (:ids) just claimed, with the worker and the lease expiry.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, id, now(), 'claimed', claimed_by,
+       json_object('attempt', attempts, 'lease_expires_at', lease_expires_at)
+FROM documents WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- attempt_events --
+-- The outcome of claims (:tokens, a JSON array of lease tokens); :detail is a JSON object.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT a.run_id, a.document_id, now(), :kind, a.worker_id,
+       json_set(:detail, '$.attempt', a.attempt, '$.state', d.state)
+FROM attempts a JOIN documents d ON d.id = a.document_id
+WHERE a.lease_token IN (SELECT value FROM json_each(:tokens))
+
+-- schema_version --
+-- The store's schema version.
+SELECT max(version) FROM schema_version
+
+-- record_schema_version --
+-- Note that the tables of a newer version were created.
+INSERT INTO schema_version (version) VALUES (:version)
+
+-- failure_counts --
+-- Dead documents of a run by error class.
+SELECT coalesce(error_class, 'unknown'), count(*) FROM documents
+WHERE run_id = :run_id AND state = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1
+
+-- claims --
+-- Documents held now, with when their current attempt began; longest held first.
+SELECT d.id, d.run_id, d.uri, d.claimed_by, d.attempts, a.claimed_at, d.lease_expires_at,
+       now() - coalesce(a.claimed_at, d.updated_at), d.lease_expires_at < now()
+FROM documents d LEFT JOIN attempts a ON a.lease_token = d.lease_token
+WHERE d.run_id = :run_id AND d.state = 'claimed'
+ORDER BY coalesce(a.claimed_at, d.updated_at), d.id
+
+-- recent_errors --
+-- The run's latest attempts that ended badly in the last hour.
+SELECT a.document_id, d.uri, a.worker_id, a.finished_at, a.outcome, a.error_class, a.error_message
+FROM attempts a JOIN documents d ON d.id = a.document_id
+WHERE a.run_id = :run_id AND a.outcome IN ('retry', 'dead', 'lost', 'fenced')
+  AND a.finished_at >= now() - 3600
+ORDER BY a.finished_at DESC LIMIT :limit
+
+-- find_documents --
+-- Documents of a run named by id, URI or key (:idents, a JSON array of strings).
+SELECT id FROM documents
+WHERE run_id = :run_id AND (CAST(id AS TEXT) IN (SELECT value FROM json_each(:idents))
+                            OR uri IN (SELECT value FROM json_each(:idents))
+                            OR doc_key IN (SELECT value FROM json_each(:idents)))
+ORDER BY id
+
+-- find_removed_documents --
+-- Documents that no longer exist, named by the URI their events recorded.
+SELECT DISTINCT document_id FROM events
+WHERE run_id = :run_id AND kind IN ('discovered', 'removed', 'purged')
+  AND json_extract(detail, '$.uri') IN (SELECT value FROM json_each(:idents))
+ORDER BY document_id
+
+-- document_rows --
+-- Documents by id (:ids, a JSON array).
+SELECT id, run_id, source, doc_key, uri, state, attempts, chunk_count, title, last_error, error_class,
+       updated_at
+FROM documents WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id
+
+-- events --
+-- One document's history.
+SELECT id, run_id, document_id, at, kind, worker_id, detail FROM events
+WHERE document_id = :document_id ORDER BY id
+
+-- relationship_count --
+-- Edges from or to one document.
+SELECT count(*) FROM relationships WHERE source_id = :id OR target_id = :id
+
+-- requeue_events --
+-- Operator retry (:ids): what each document was before it went back to pending.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, id, now(), 'requeued', NULL,
+       json_object('previous_state', state, 'attempts', attempts, 'last_error', last_error)
+FROM documents
+WHERE run_id = :run_id AND id IN (SELECT value FROM json_each(:ids)) AND state IN ('dead', 'pending')
+
+-- requeue --
+-- Dead or waiting documents (:ids) back to pending now, attempts reset; last_error stays until done.
+UPDATE documents SET state = 'pending', attempts = 0, available_at = now(), updated_at = now()
+WHERE run_id = :run_id AND id IN (SELECT value FROM json_each(:ids)) AND state IN ('dead', 'pending')
+RETURNING id
+
+-- purge_events --
+-- Dead documents about to be purged.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, id, now(), 'purged', NULL,
+       json_object('uri', uri, 'error_class', error_class, 'message', last_error)
+FROM documents
+WHERE state = 'dead' AND updated_at < now() - :age AND (:run_id IS NULL OR run_id = :run_id)
+
+-- purge_dead --
+-- Delete dead documents older than :age seconds; chunks, attempts and edges go with them.
+DELETE FROM documents
+WHERE state = 'dead' AND updated_at < now() - :age AND (:run_id IS NULL OR run_id = :run_id)
+
+-- stuck_claims --
+-- Lease tokens of claims whose current attempt began at least :age seconds ago.
+SELECT d.lease_token FROM documents d JOIN attempts a ON a.lease_token = d.lease_token
+WHERE d.run_id = :run_id AND d.state = 'claimed' AND a.claimed_at <= now() - :age
+
+-- reset_claims --
+-- Release claims (:tokens) without spending an attempt; the holder's late completion is fenced.
+UPDATE documents
+SET state = 'pending', attempts = max(attempts - 1, 0), available_at = now(), lease_token = NULL,
+    claimed_by = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE lease_token IN (SELECT value FROM json_each(:tokens)) AND state = 'claimed'
+
+-- close_reset_attempts --
+-- Close the attempts of reset claims.
+UPDATE attempts SET outcome = 'released', finished_at = now(), error_class = 'ClaimReset',
+    error_message = :reason
+WHERE lease_token IN (SELECT value FROM json_each(:tokens))
+
+-- get_alert_state --
+-- The dead count the previous alert check saw.
+SELECT dead_count FROM alert_state WHERE run_id = :run_id
+
+-- put_alert_state --
+-- Remember this alert check's dead count.
+INSERT INTO alert_state (run_id, dead_count, checked_at) VALUES (:run_id, :dead_count, now())
+ON CONFLICT (run_id) DO UPDATE SET dead_count = excluded.dead_count, checked_at = excluded.checked_at
+
+-- prune_events --
+-- Events of one run older than the retention.
+DELETE FROM events WHERE run_id = :run_id AND at < now() - :age
+
+-- event_runs --
+-- Runs that have events (to prune run by run through the (run_id, at) index).
+SELECT run_id FROM runs
+
+-- finished_runs --
+-- Runs complete for longer than :age seconds.
+SELECT run_id FROM runs WHERE state = 'complete' AND updated_at < now() - :age
+
+-- cleanup_attempts --
+-- Attempts history of one finished run.
+DELETE FROM attempts WHERE run_id = :run_id
+
+-- cleanup_events --
+-- Events of one finished run.
+DELETE FROM events WHERE run_id = :run_id
+
+-- cleanup_workers --
+-- Worker rows of one finished run.
+DELETE FROM workers WHERE run_id = :run_id

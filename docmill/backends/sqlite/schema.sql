@@ -135,3 +135,41 @@ CREATE TABLE IF NOT EXISTS relationships (
     score      REAL NOT NULL,
     PRIMARY KEY (run_id, source_id, target_id, kind)
 );
+
+-- Cluster-wide rate limits: one token bucket per (endpoint, model), see ratelimit.sql. Times are
+-- epoch seconds; `factor` is the adaptive share of the configured ceiling (AIMD, 0 < factor <= 1).
+CREATE TABLE IF NOT EXISTS rate_limits (
+    limit_key       TEXT PRIMARY KEY,
+    request_tokens  REAL NOT NULL,
+    token_tokens    REAL NOT NULL,
+    factor          REAL NOT NULL DEFAULT 1.0,
+    blocked_until   REAL NOT NULL DEFAULT 0.0,
+    updated_at      REAL NOT NULL,
+    granted         INTEGER NOT NULL DEFAULT 0,
+    throttled       INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- == Operations (schema version 2) ==========================================================
+-- The document history that `docmill trace` tells: one row per thing that happened to a document,
+-- written by the backend in the same transaction as the change it describes. No foreign key: the
+-- history of a removed document outlives it. Bounded by monitoring.event_retention_days.
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    document_id INTEGER NOT NULL,
+    at          REAL NOT NULL,
+    kind        TEXT NOT NULL,
+    worker_id   TEXT,
+    detail      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_document ON events (document_id, id);
+CREATE INDEX IF NOT EXISTS events_run_at ON events (run_id, at);
+
+-- What the last `docmill monitor --alerts` saw, so the next one can tell that the dead-letter
+-- queue grew in between.
+CREATE TABLE IF NOT EXISTS alert_state (
+    run_id     TEXT PRIMARY KEY,
+    dead_count INTEGER NOT NULL,
+    checked_at REAL NOT NULL
+);
+-- == end of operations ======================================================================
