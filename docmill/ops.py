@@ -244,7 +244,7 @@ class CircuitBreaker:
 
     def __init__(self, config: Config) -> None:
         self.threshold = config.workers.circuit_breaker_threshold
-        self.base = max(config.workers.retry_delay, 1.0)
+        self.base = max(config.workers.retry_delay, 0.1)  # retry_delay 0 must still pause
         self.cap = max(config.workers.max_retry_delay, self.base)
         self.trips = 0
         self.paused_seconds = 0.0
@@ -259,7 +259,7 @@ class CircuitBreaker:
         pause = min(self.base * 2 ** self.trips, self.cap)
         self.trips += 1
         log.warning("circuit breaker open: %d documents failed in a row (workers.circuit_breaker_threshold "
-                    "= %d); pausing this worker %.0f s before claiming again", consecutive_failures,
+                    "= %d); pausing this worker %.1f s before claiming again", consecutive_failures,
                     self.threshold, pause)
         deadline = time.monotonic() + pause
         started = time.monotonic()
