@@ -386,6 +386,8 @@ class Pipeline:
     # -- stage 2: embed --------------------------------------------------------------------------
     def _next_deadline(self) -> float:
         """When ``_dispatch`` may next have something to send without any event arriving."""
+        if self._in_flight_batches > self._concurrency():
+            return float("inf")  # only a finished batch (an event) makes room: never spin meanwhile
         if self._retry_queue:
             return self._not_before
         if self._pending:
