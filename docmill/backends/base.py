@@ -16,7 +16,7 @@ import numpy as np
 from docmill.config import Config
 from docmill.models import Chunk, DocumentRef
 
-SCHEMA_VERSION = 2  # 2: the events and alert_state tables (operations)
+SCHEMA_VERSION = 3  # 2: the events and alert_state tables (operations); 3: rate_limits (throughput)
 
 
 @dataclass(frozen=True, slots=True)
