@@ -7,6 +7,8 @@
 -- Refill both buckets for the time since the last call (at the ceiling rate times the adaptive
 -- factor), then take %(need_requests)s and %(need_tokens)s if both are there and the shared block has
 -- passed; `granted` says whether this call took them. The first call creates the row full.
+-- updated_at never moves back: a statement that waited for the row lock may carry an older
+-- timestamp than the one before it, and moving back would refill the same interval twice.
 INSERT INTO rate_limits AS r (limit_key, request_tokens, token_tokens, factor, blocked_until, updated_at, granted)
 VALUES (%(key)s, %(request_capacity)s - %(need_requests)s, %(token_capacity)s - %(need_tokens)s, 1.0, 0.0, extract(epoch FROM statement_timestamp()), true)
 ON CONFLICT (limit_key) DO UPDATE SET
@@ -24,7 +26,7 @@ ON CONFLICT (limit_key) DO UPDATE SET
                 AND LEAST(%(request_capacity)s, r.request_tokens + GREATEST(0.0, extract(epoch FROM statement_timestamp()) - r.updated_at) * %(request_rate)s * r.factor) >= %(need_requests)s
                 AND LEAST(%(token_capacity)s, r.token_tokens + GREATEST(0.0, extract(epoch FROM statement_timestamp()) - r.updated_at) * %(token_rate)s * r.factor) >= %(need_tokens)s
                THEN true ELSE false END,
-    updated_at = extract(epoch FROM statement_timestamp())
+    updated_at = GREATEST(r.updated_at, extract(epoch FROM statement_timestamp()))
 RETURNING granted, request_tokens, token_tokens, factor, blocked_until, updated_at
 
 -- rate_throttled --
@@ -34,7 +36,8 @@ RETURNING granted, request_tokens, token_tokens, factor, blocked_until, updated_
 UPDATE rate_limits SET
     factor = CASE WHEN extract(epoch FROM statement_timestamp()) >= blocked_until THEN GREATEST(%(min_factor)s, factor * %(decrease)s) ELSE factor END,
     blocked_until = GREATEST(blocked_until, extract(epoch FROM statement_timestamp()) + %(retry_after)s),
-    request_tokens = 0.0, token_tokens = 0.0, throttled = throttled + 1, updated_at = extract(epoch FROM statement_timestamp())
+    request_tokens = 0.0, token_tokens = 0.0, throttled = throttled + 1,
+    updated_at = GREATEST(updated_at, extract(epoch FROM statement_timestamp()))
 WHERE limit_key = %(key)s
 RETURNING factor, blocked_until
 

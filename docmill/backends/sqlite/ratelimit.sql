@@ -7,6 +7,8 @@
 -- Refill both buckets for the time since the last call (at the ceiling rate times the adaptive
 -- factor), then take :need_requests and :need_tokens if both are there and the shared block has
 -- passed; `granted` says whether this call took them. The first call creates the row full.
+-- updated_at never moves back: a statement that waited for the row lock may carry an older
+-- timestamp than the one before it, and moving back would refill the same interval twice.
 INSERT INTO rate_limits AS r (limit_key, request_tokens, token_tokens, factor, blocked_until, updated_at, granted)
 VALUES (:key, :request_capacity - :need_requests, :token_capacity - :need_tokens, 1.0, 0.0, now(), 1)
 ON CONFLICT (limit_key) DO UPDATE SET
@@ -24,7 +26,7 @@ ON CONFLICT (limit_key) DO UPDATE SET
                 AND min(:request_capacity, r.request_tokens + max(0.0, now() - r.updated_at) * :request_rate * r.factor) >= :need_requests
                 AND min(:token_capacity, r.token_tokens + max(0.0, now() - r.updated_at) * :token_rate * r.factor) >= :need_tokens
                THEN 1 ELSE 0 END,
-    updated_at = now()
+    updated_at = max(r.updated_at, now())
 RETURNING granted, request_tokens, token_tokens, factor, blocked_until, updated_at
 
 -- rate_throttled --
@@ -34,7 +36,7 @@ RETURNING granted, request_tokens, token_tokens, factor, blocked_until, updated_
 UPDATE rate_limits SET
     factor = CASE WHEN now() >= blocked_until THEN max(:min_factor, factor * :decrease) ELSE factor END,
     blocked_until = max(blocked_until, now() + :retry_after),
-    request_tokens = 0.0, token_tokens = 0.0, throttled = throttled + 1, updated_at = now()
+    request_tokens = 0.0, token_tokens = 0.0, throttled = throttled + 1, updated_at = max(updated_at, now())
 WHERE limit_key = :key
 RETURNING factor, blocked_until
 
