@@ -364,11 +364,15 @@ def deadletter_list_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunO
     if not rows:
         out.print("the dead-letter queue is empty")
         return
-    table = Table("id", "uri", "error", *(["attempts", "when", "message"] if details else []))
+    if details:  # whole messages, one block per document (a table would cut them)
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"]))
+            out.print(f"[bold]#{r['id']}[/] {r['uri']}\n  [red]{r['error_class']}[/], {r['attempts']} attempt(s), "
+                      f"dead since {when}\n  {r['last_error']}", highlight=False, soft_wrap=True)
+        return
+    table = Table("id", "uri", "error")
     for r in rows:
-        extra = [str(r["attempts"]), time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"])),
-                 r["last_error"] or ""] if details else []
-        table.add_row(str(r["id"]), r["uri"], r["error_class"] or "", *extra)
+        table.add_row(str(r["id"]), r["uri"], r["error_class"] or "")
     out.print(table)
 
 

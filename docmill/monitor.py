@@ -39,7 +39,7 @@ class Alert:
 
 def snapshot(backend: Backend, config: Config, run_id: str) -> dict[str, Any]:
     """The full metrics of a run as one JSON-ready dict (what ``--export`` writes)."""
-    claims = backend.claims(run_id)
+    claims = backend.claims(run_id, 1000)
     stats = collect(backend, config, run_id, claims)
     dead = backend.documents(run_id, DocState.DEAD, 1000) if stats.failed_count else []
     mon = config.monitoring

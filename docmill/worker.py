@@ -114,6 +114,10 @@ class Heartbeat(threading.Thread):
             backend.extend_finalize(w.run_id, w.worker_id, lease)
         stats = w.pipeline.stats if w.pipeline else PipelineStats()
         backend.beat_worker(w.worker_id, len(tokens), stats.processed, stats.dead + stats.retried)
+        if not w.stop.is_set() and (run := backend.get_run(w.run_id)) and run.shutdown_requested:
+            # `docmill shutdown` reaches a worker busy at its chunk budget too (its loop is not polling the run).
+            log.warning("shutdown requested for run %s: stopping", w.run_id)
+            w.stop.set()
 
 
 class Worker:
@@ -208,6 +212,7 @@ class Worker:
                 raise DocmillError(f"run {self.run_id} does not exist (was the store reset?)")
             if run.shutdown_requested:
                 log.warning("shutdown requested for run %s: stopping", self.run_id)
+                self.stop.set()  # as SIGTERM: complete what has its vectors, release the rest (no attempt spent)
                 break
             if run.discovered_gen < run.discovery_gen and self._lead(backend):
                 self.discovery = discover(backend, self.run_id, run.discovery_gen, sources,

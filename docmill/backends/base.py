@@ -353,8 +353,8 @@ class Backend(Protocol):
     def failure_counts(self, run_id: str) -> dict[str, int]:
         """Dead documents of the run by error class."""
 
-    def claims(self, run_id: str) -> list[ClaimRow]:
-        """Documents of the run held under a lease now, longest held first."""
+    def claims(self, run_id: str, limit: int | None = None) -> list[ClaimRow]:
+        """Documents of the run held under a lease now: lapsed leases first, then by expiry (``limit`` rows)."""
 
     def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:
         """The run's latest attempts that ended in retry, dead, lost or fenced (last hour)."""

@@ -429,3 +429,51 @@ def test_a_backend_opened_before_the_schema_learns_the_vector_type(fresh_pg_url:
     finally:
         early.close()
         late.close()
+
+
+# -- status on a big queue uses indexes (issue 5) ---------------------------------------------
+def test_status_queries_use_indexes_on_100k_rows(pg: PostgresBackend) -> None:
+    pg.open_run(RUN, "{}")
+    pg.open_run("other", "{}")
+    with pg.conn.transaction():
+        pg.conn.execute("""
+            INSERT INTO documents (run_id, source, doc_key, uri, state, attempts, lease_token, lease_expires_at,
+                                   error_class, updated_at)
+            SELECT CASE WHEN i <= 100000 THEN 'run-pg' ELSE 'other' END, 'src', 'k' || i, '/d/' || i,
+                   CASE WHEN i % 100 < 95 THEN 'done' WHEN i % 100 < 98 THEN 'pending'
+                        WHEN i % 100 < 99 THEN 'claimed' ELSE 'dead' END, 1,
+                   CASE WHEN i % 100 = 98 THEN 't' || i END,
+                   CASE WHEN i % 100 = 98 THEN now() + interval '1 hour' END,
+                   CASE WHEN i % 100 = 99 THEN 'CorruptDocumentError' END,
+                   now() - (i % 3600) * interval '1 second'
+            FROM generate_series(1, 120000) AS i""")
+        pg.conn.execute("""
+            INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token, claimed_at, finished_at,
+                                  outcome)
+            SELECT id, run_id, 1, 'w', coalesce(lease_token, 'old-' || id), updated_at - interval '1 second',
+                   CASE WHEN state = 'claimed' THEN NULL ELSE updated_at END,
+                   CASE WHEN state = 'claimed' THEN NULL WHEN state = 'dead' THEN 'dead' ELSE 'done' END
+            FROM documents""")
+    pg.conn.commit()
+    pg.conn.autocommit = True
+    pg.conn.execute("VACUUM ANALYZE documents")
+    pg.conn.execute("VACUUM ANALYZE attempts")
+    pg.conn.autocommit = False
+    checks = {"counts": {"run_id": RUN}, "failure_counts": {"run_id": RUN}, "claims": {"run_id": RUN, "limit": 1000},
+              "recent_completions": {"run_id": RUN, "window": 300.0}, "chunk_count": {"run_id": RUN},
+              "recent_errors": {"run_id": RUN, "limit": 10}}
+    for name, params in checks.items():
+        text = plan(pg.conn, Q[name], params)
+        assert "Seq Scan on documents" not in text and "Seq Scan on attempts" not in text, f"{name}:\n{text}"
+    assert "documents_state" in plan(pg.conn, Q["counts"], checks["counts"])
+    assert "attempts_run_outcome" in plan(pg.conn, Q["recent_completions"], checks["recent_completions"])
+    claims_plan = plan(pg.conn, Q["claims"], checks["claims"])
+    assert "documents_claimed" in claims_plan or "documents_state" in claims_plan, claims_plan
+    stats_start = time.perf_counter()
+    from docmill.stats import collect
+
+    stats = collect(pg, Config(), RUN)
+    elapsed = time.perf_counter() - stats_start
+    assert stats.counts == {"pending": 3000, "claimed": 1000, "done": 95000, "dead": 1000}
+    assert stats.failures_by_class == {"CorruptDocumentError": 1000}
+    print(json.dumps({"status_rows": 120000, "collect_ms": round(elapsed * 1000, 1)}))

@@ -789,9 +789,9 @@ class PostgresBackend:
         """Dead documents of the run by error class."""
         return dict(self._read(lambda c: c.execute(Q["failure_counts"], {"run_id": run_id}).fetchall()))
 
-    def claims(self, run_id: str) -> list[ClaimRow]:
-        """Documents of the run held under a lease now, longest held first."""
-        rows = self._read(lambda c: c.execute(Q["claims"], {"run_id": run_id}).fetchall())
+    def claims(self, run_id: str, limit: int | None = None) -> list[ClaimRow]:
+        """Documents of the run held under a lease now, lapsed first, then by lease expiry."""
+        rows = self._read(lambda c: c.execute(Q["claims"], {"run_id": run_id, "limit": limit}).fetchall())
         return [ClaimRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], float(r[7]), bool(r[8])) for r in rows]
 
     def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:

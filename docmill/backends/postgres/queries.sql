@@ -439,12 +439,19 @@ SELECT worker_id, run_id, host, pid, extract(epoch FROM started_at)::float8,
 FROM workers WHERE run_id = %(run_id)s ORDER BY started_at DESC
 
 -- recent_completions --
--- Count, mean and 95th percentile of the attempts that finished well in a recent window, computed in
--- the database (through attempts_run_outcome) so no rows travel.
-SELECT count(*), avg(d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d)
-FROM (SELECT extract(epoch FROM finished_at - claimed_at)::float8 AS d FROM attempts
-      WHERE run_id = %(run_id)s AND outcome IN ('done', 'unchanged')
-        AND finished_at >= now() - make_interval(secs => %(window)s)) AS w
+-- Attempts that finished well in a recent window: the exact count (an index-only walk of
+-- attempts_run_outcome), and mean and 95th percentile over the newest 5000 of each outcome (read
+-- backwards from the same index), so a window of half a million completions stays cheap.
+SELECT (SELECT count(*) FROM attempts
+        WHERE run_id = %(run_id)s AND outcome IN ('done', 'unchanged')
+          AND finished_at >= now() - make_interval(secs => %(window)s)),
+       avg(s.d), percentile_cont(0.95) WITHIN GROUP (ORDER BY s.d)
+FROM unnest(ARRAY['done', 'unchanged']) AS o (outcome)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM finished_at - claimed_at)::float8 AS d FROM attempts
+    WHERE run_id = %(run_id)s AND outcome = o.outcome
+      AND finished_at >= now() - make_interval(secs => %(window)s)
+    ORDER BY finished_at DESC LIMIT 5000) AS s
 
 -- schema_version --
 -- The store's schema version.
@@ -456,21 +463,27 @@ SELECT coalesce(error_class, 'unknown'), count(*) FROM documents
 WHERE run_id = %(run_id)s AND state = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1
 
 -- claims --
--- Documents held now, with when their current attempt began; longest held first.
+-- Documents held now, with when their current attempt began; lapsed leases first, then by expiry, so
+-- the walk of documents_claimed stops at %(limit)s (NULL: all).
 SELECT d.id, d.run_id, d.uri, d.claimed_by, d.attempts, extract(epoch FROM a.claimed_at)::float8,
        extract(epoch FROM d.lease_expires_at)::float8,
        extract(epoch FROM now() - coalesce(a.claimed_at, d.updated_at))::float8, d.lease_expires_at < now()
 FROM documents d LEFT JOIN attempts a ON a.lease_token = d.lease_token
 WHERE d.run_id = %(run_id)s AND d.state = 'claimed'
-ORDER BY coalesce(a.claimed_at, d.updated_at), d.id
+ORDER BY d.lease_expires_at, d.id
+LIMIT %(limit)s
 
 -- recent_errors --
--- The run's latest attempts that ended badly in the last hour.
+-- The run's latest attempts that ended badly in the last hour: the newest few of each bad outcome,
+-- each read backwards from attempts_run_outcome (a LATERAL per outcome, so no scan of the history).
 SELECT a.document_id, d.uri, a.worker_id, extract(epoch FROM a.finished_at)::float8, a.outcome,
        a.error_class, a.error_message
-FROM attempts a JOIN documents d ON d.id = a.document_id
-WHERE a.run_id = %(run_id)s AND a.outcome IN ('retry', 'dead', 'lost', 'fenced')
-  AND a.finished_at >= now() - interval '1 hour'
+FROM unnest(ARRAY['retry', 'dead', 'lost', 'fenced']) AS o (outcome)
+CROSS JOIN LATERAL (
+    SELECT document_id, worker_id, finished_at, outcome, error_class, error_message FROM attempts
+    WHERE run_id = %(run_id)s AND outcome = o.outcome AND finished_at >= now() - interval '1 hour'
+    ORDER BY finished_at DESC LIMIT %(limit)s) AS a
+JOIN documents d ON d.id = a.document_id
 ORDER BY a.finished_at DESC LIMIT %(limit)s
 
 -- find_documents --

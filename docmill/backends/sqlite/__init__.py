@@ -495,10 +495,10 @@ class SQLiteBackend:
         """Dead documents by error class."""
         return dict(self.conn.execute(Q["failure_counts"], {"run_id": run_id}).fetchall())
 
-    def claims(self, run_id: str) -> list[ClaimRow]:
-        """Documents held now, longest held first."""
+    def claims(self, run_id: str, limit: int | None = None) -> list[ClaimRow]:
+        """Documents held now, lapsed first, then by lease expiry."""
         return [ClaimRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], float(r[7]), bool(r[8]))
-                for r in self.conn.execute(Q["claims"], {"run_id": run_id})]
+                for r in self.conn.execute(Q["claims"], {"run_id": run_id, "limit": limit})]
 
     def recent_errors(self, run_id: str, limit: int) -> list[ErrorRow]:
         """Latest attempts that ended badly."""

@@ -356,12 +356,13 @@ SELECT coalesce(error_class, 'unknown'), count(*) FROM documents
 WHERE run_id = :run_id AND state = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1
 
 -- claims --
--- Documents held now, with when their current attempt began; longest held first.
+-- Documents held now, with when their current attempt began; lapsed leases first, then by expiry.
 SELECT d.id, d.run_id, d.uri, d.claimed_by, d.attempts, a.claimed_at, d.lease_expires_at,
        now() - coalesce(a.claimed_at, d.updated_at), d.lease_expires_at < now()
 FROM documents d LEFT JOIN attempts a ON a.lease_token = d.lease_token
 WHERE d.run_id = :run_id AND d.state = 'claimed'
-ORDER BY coalesce(a.claimed_at, d.updated_at), d.id
+ORDER BY d.lease_expires_at, d.id
+LIMIT coalesce(:limit, -1)
 
 -- recent_errors --
 -- The run's latest attempts that ended badly in the last hour.
