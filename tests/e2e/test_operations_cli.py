@@ -279,3 +279,23 @@ def test_structured_logs_and_no_secrets_anywhere(tmp_path: Path, backend_url: st
     assert worker_lines, outputs[0].stderr[-2000:]
     assert all({"time", "level", "worker_id", "run_id", "message"} <= set(r) for r in worker_lines)
     assert any(r.get("doc_id") for r in worker_lines if "dead-lettered" in r["message"])
+
+
+def test_monitor_live_draws_the_dashboard_and_quits_on_ctrl_c(tmp_path: Path, sqlite_url: str) -> None:
+    import signal
+
+    docs = tmp_path / "docs"
+    write_small_corpus(docs, 3)
+    (docs / "bad.bin").write_bytes(b"\x00\x01binary\xff")
+    config = str(write_config(tmp_path / "docmill.yaml", docs, sqlite_url))
+    cli("ingest", config, "--json", cwd=tmp_path, code=3)
+    proc = subprocess.Popen([*DOCMILL, "monitor", "-c", config, "--live", "--interval", "0.5"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=20)
+    assert proc.returncode == 0, errs
+    for part in ("docmill monitor", "queue", "throughput", "workers", "recent errors", "UnsupportedFormatError"):
+        assert part in out, part
+    assert "Traceback" not in errs
