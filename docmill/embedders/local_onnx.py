@@ -86,6 +86,9 @@ class LocalOnnxEmbedder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # ORT warns about unused initializers on every load
+        # Memory patterns are planned per input shape; our batch widths vary, so they only pile up:
+        # measured peak RSS 552 MB with them, 420 MB without, at the same speed.
+        options.enable_mem_pattern = False
         try:
             self._session = ort.InferenceSession(str(onnx_path), sess_options=options,
                                                  providers=["CPUExecutionProvider"])
