@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 
-# Message normalisation for grouping: quoted parts, paths, hex ids and numbers become placeholders.
+# Message normalisation for grouping: quoted parts, paths, hex ids and numbers become stand-ins.
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),
     (re.compile(r"(?:[A-Za-z]:)?(?:[\w.~-]*/)+[\w.~-]*"), "<path>"),
@@ -46,8 +46,8 @@ def parse_duration(text: str) -> float:
 def normalize_message(message: str | None) -> str:
     """The shape of an error message, so that messages differing only in names and numbers group."""
     text = " ".join((message or "").split())
-    for pattern, placeholder in _PATTERNS:
-        text = pattern.sub(placeholder, text)
+    for pattern, stand_in in _PATTERNS:
+        text = pattern.sub(stand_in, text)
     return text[:200]
 
 
