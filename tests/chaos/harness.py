@@ -113,7 +113,8 @@ def query(db_url: str, sql: str) -> list[tuple[Any, ...]]:
 def assert_exactly_once(db_url: str, expected_docs: int) -> None:
     """Every document done once, chunks complete without duplicates, the run complete and finalized once."""
     states = dict(query(db_url, "SELECT state, count(*) FROM documents GROUP BY state"))
-    assert states == {"done": expected_docs}, states
+    assert states == {"done": expected_docs}, (
+        states, query(db_url, "SELECT uri, attempts, error_class, last_error FROM documents WHERE state <> 'done'"))
     completions = query(db_url, "SELECT document_id, count(*) FROM attempts WHERE outcome = 'done' "
                                 "GROUP BY document_id")
     assert len(completions) == expected_docs

@@ -38,7 +38,10 @@ def _wait_for(predicate, timeout: float, what: str, fleet: Fleet) -> None:  # ty
 def test_random_sigkills_every_document_exactly_once(tmp_path: Path, fresh_pg_url: str) -> None:
     docs = 400
     write_small_corpus(tmp_path / "docs", docs, paragraphs=3)
-    fleet = Fleet(write_config(tmp_path / "cfg.yaml", tmp_path / "docs", fresh_pg_url), tmp_path)
+    # Every SIGKILL costs each document its victim held one attempt (a worker cannot tell whether a document
+    # killed it), and this test kills ~25 times in 40 s, often a fresh worker holding a full claim budget:
+    # enough attempts that only a real poison document would be buried.
+    fleet = Fleet(write_config(tmp_path / "cfg.yaml", tmp_path / "docs", fresh_pg_url, max_retries=40), tmp_path)
     rng = random.Random(42)
     fleet.start(4)
     try:
