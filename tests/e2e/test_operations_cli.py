@@ -9,7 +9,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,8 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chaos.harness import Fleet, query, write_small_corpus
-
-DOCMILL = [sys.executable, "-m", "docmill"]
+from tests.e2e.test_cli import DOCMILL, run
 
 
 def free_ports(count: int) -> int:
@@ -56,11 +54,8 @@ def write_config(path: Path, docs: Path, db_url: str, *, monitoring: dict[str, A
 
 def cli(*args: str, cwd: Path, code: int | None = 0, env: dict[str, str] | None = None,
         timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*DOCMILL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-    if code is not None:
-        assert proc.returncode == code, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    """``docmill ARGS`` as a subprocess, its exit code checked (see tests.e2e.test_cli.run)."""
+    return run(*args, cwd=cwd, check_code=code, env=env, timeout=timeout)
 
 
 def cli_json(*args: str, cwd: Path, code: int = 0) -> Any:
