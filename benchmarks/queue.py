@@ -1,4 +1,4 @@
-"""Queue throughput: docmill's claim + fenced complete next to a bare single-statement baseline.
+"""Queue throughput: docmill's claim + fenced batch completion next to a bare single-statement baseline.
 
     python benchmarks/queue.py [--jobs 2000] [--backends sqlite,postgres] [--pg-url URL]
 
@@ -24,10 +24,12 @@ import os
 import sqlite3
 import tempfile
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 
+from benchmarks.pg import fresh_database, postgres
 from docmill.backends import open_backend
 from docmill.backends.base import DocumentResult
 from docmill.config import Config
@@ -61,8 +63,7 @@ def _docmill_worker(url: str, batch: int, start: Any, out: Any) -> None:
         latencies.append(time.perf_counter() - t)
         if not docs:
             break
-        for d in docs:
-            done += backend.complete(d, result)
+        done += sum(backend.complete_many([(d, result) for d in docs]))
     backend.close()
     out.put((done, latencies))
 
@@ -139,17 +140,10 @@ def _measure(target: Any, url: str, batch: int, claimers: int) -> dict[str, Any]
             "claim_p99_ms": round(float(np.percentile(lat, 99)), 3)}
 
 
-def _fresh_url(kind: str, tmp: Path, pg_base: str | None, n: int) -> str:
+def _fresh_url(kind: str, tmp: Path, pg_base: str, n: int) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp / f'queue_{n}.db'}"
-    import psycopg
-
-    name = f"docmill_queue_bench_{n}"
-    with psycopg.connect(pg_base, autocommit=True) as conn:  # type: ignore[arg-type]
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_base.replace("/postgres?", f"/{name}?") if "/postgres?" in pg_base else \
-        pg_base.rsplit("/", 1)[0] + f"/{name}"  # type: ignore[union-attr]
+    return fresh_database(pg_base, f"docmill_queue_bench_{n}")
 
 
 def main() -> None:
@@ -163,14 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     kinds = args.backends.split(",")
     figures: dict[str, Any] = {"benchmark": "queue", "jobs": args.jobs, "cpus": os.cpu_count(), "results": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        pg_base = args.pg_url
-        server = None
-        if "postgres" in kinds and not pg_base:
-            import pgserver
-
-            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
-            pg_base = server.get_uri()
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        pg_base = stack.enter_context(postgres(args.pg_url, Path(tmp))) if "postgres" in kinds else ""
         n = 0
         for kind in kinds:
             for batch in map(int, args.batches.split(",")):

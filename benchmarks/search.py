@@ -23,6 +23,7 @@ import numpy as np
 # The repository root replaces this folder on sys.path: benchmarks/queue.py would shadow the stdlib queue.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from benchmarks.pg import postgres
 from docmill.backends import open_backend
 from docmill.backends.base import Backend, DocumentResult
 from docmill.config import Config
@@ -113,14 +114,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.backends.split(","):
             if kind == "sqlite":
-                url = f"sqlite:///{Path(tmp) / 'search.db'}"
+                out[kind] = measure(f"sqlite:///{Path(tmp) / 'search.db'}", args.chunks, args.repeats)
             else:
-                url = args.pg_url
-                if not url:
-                    import pgserver
-
-                    url = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop").get_uri()
-            out[kind] = measure(url, args.chunks, args.repeats)
+                with postgres(args.pg_url, Path(tmp)) as url:
+                    out[kind] = measure(url, args.chunks, args.repeats)
             print(json.dumps({kind: out[kind]}), file=sys.stderr)
     print(json.dumps(out, indent=2))
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.pg import fresh_database, postgres
 from docmill.backends.postgres import PostgresBackend
 from docmill.config import Config
 from docmill.stats import WINDOWS, collect
@@ -82,17 +83,8 @@ def main() -> None:
     parser.add_argument("--pg-url", help="an existing PostgreSQL (needs pgvector and CREATE DATABASE)")
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        base = args.pg_url
-        if not base:
-            import pgserver
-
-            base = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop").get_uri()
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS docmill_status_bench")
-            conn.execute("CREATE DATABASE docmill_status_bench")
-        url = base.replace("/postgres?", "/docmill_status_bench?") if "/postgres?" in base else \
-            base.rsplit("/", 1)[0] + "/docmill_status_bench"
+    with tempfile.TemporaryDirectory() as tmp, postgres(args.pg_url, Path(tmp)) as base:
+        url = fresh_database(base, "docmill_status_bench")
         store = PostgresBackend(url, Config())
         store.init_schema()
         store.open_run(RUN, "{}")

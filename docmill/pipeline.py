@@ -13,8 +13,9 @@ the store's cache, or from a batch already in flight for another document.
 
 Backpressure: ``wants_work()`` is False while the worker holds ``workers.max_inflight_chunks``
 chunks or its prepare queue is full, so a slow embedder stops the claiming instead of the worker
-buffering the corpus. Each document is completed on its own, fenced by its lease, as soon as its
-last vector arrives; all database writes happen on the coordinator thread (one connection).
+buffering the corpus. A document is completed as soon as its last vector arrives, fenced by its own
+lease; the documents one embedding batch finishes are stored in one transaction. All database
+writes happen on the coordinator thread (one connection).
 """
 
 from __future__ import annotations
@@ -391,7 +392,7 @@ class Pipeline:
         with self._stats_lock:
             self.stats.cache_hits += hits + (len(p.hashes) - len(unique))
         if not flight.missing:
-            self._complete(flight)
+            self._complete([flight])
 
     # -- stage 2: embed --------------------------------------------------------------------------
     def _next_deadline(self) -> float:
@@ -461,6 +462,7 @@ class Pipeline:
         if limiter is not None:
             limiter.succeeded()
         self.stats.embedded_chunks += len(batch.items)
+        ready: list[_InFlight] = []
         for (h, _), vec in zip(batch.items, vectors, strict=True):
             self._vectors[h] = vec
             for token in self._waiters.pop(h, []):
@@ -469,7 +471,8 @@ class Pipeline:
                     continue
                 flight.missing.discard(h)
                 if not flight.missing:
-                    self._complete(flight)
+                    ready.append(flight)
+        self._complete(ready)
 
     def _batch_failed(self, batch: _Batch, exc: BaseException, limiter: RateLimiter | None) -> None:
         """429/503: everyone slows down and the batch waits; other transient errors: a few tries;
@@ -499,14 +502,30 @@ class Pipeline:
                 self._drop(token)
 
     # -- stage 3: store ----------------------------------------------------------------------------
-    def _complete(self, flight: _InFlight) -> None:
-        p = flight.prepared
-        assert p is not None
-        vectors = {h: self._vectors[h] for h in p.hashes}
-        self._store(p, vectors)
-        self._drop(p.doc.lease_token)
-        with self._stats_lock:
-            self.stats.doc_seconds.append(round(time.monotonic() - flight.claimed_at, 6))
+    def _complete(self, flights: Sequence[_InFlight]) -> None:
+        """Store every document whose last vector arrived, in one transaction (each still fenced by
+        its own lease): a batch of small documents costs one commit, not one each."""
+        if not flights:
+            return
+        items = [(f.prepared.doc, self._result(f.prepared)) for f in flights if f.prepared is not None]
+        try:
+            oks = self._timed("store", lambda: self.backend.complete_many(items))
+        except Exception as exc:
+            if len(flights) > 1:  # find the document at fault: store each on its own
+                for flight in flights:
+                    self._complete([flight])
+                return
+            self._fail(items[0][0], exc)
+            self._drop(items[0][0].lease_token)
+            return
+        now = time.monotonic()
+        for flight, (doc, result), ok in zip(flights, items, oks, strict=True):
+            if ok:
+                self.stats.chunks_written += len(result.chunks)
+            self._finish(doc, ok, "done")
+            self._drop(doc.lease_token)
+            with self._stats_lock:
+                self.stats.doc_seconds.append(round(now - flight.claimed_at, 6))
 
     def _drop(self, token: str) -> None:
         """Forget a document: its chunk budget, its waits, and vectors nobody else needs."""
@@ -524,22 +543,14 @@ class Pipeline:
         if self.on_done is not None:
             self.on_done(flight.doc)
 
-    def _store(self, p: _Prepared, vectors: dict[str, np.ndarray]) -> None:
-        matrix = (np.vstack([vectors[h] for h in p.hashes]).astype(np.float32)
+    def _result(self, p: _Prepared) -> DocumentResult:
+        """What the store keeps of a prepared document whose vectors have all arrived."""
+        matrix = (np.vstack([self._vectors[h] for h in p.hashes]).astype(np.float32)
                   if p.hashes else np.zeros((0, 0), dtype=np.float32))
-        result = DocumentResult(content_hash=p.content_hash, title=p.parsed.title, mime=p.parsed.mime,
-                                chunks=p.chunks, vectors=matrix, text_hashes=p.hashes,
-                                model_id=self.embedder.model_id if p.hashes else "",
-                                links=p.parsed.links,
-                                metadata=p.parsed.metadata)
-        try:
-            ok = self._timed("store", lambda: self.backend.complete(p.doc, result))
-        except Exception as exc:
-            self._fail(p.doc, exc)
-            return
-        if ok:
-            self.stats.chunks_written += len(p.chunks)
-        self._finish(p.doc, bool(ok), "done")
+        return DocumentResult(content_hash=p.content_hash, title=p.parsed.title, mime=p.parsed.mime,
+                              chunks=p.chunks, vectors=matrix, text_hashes=p.hashes,
+                              model_id=self.embedder.model_id if p.hashes else "",
+                              links=p.parsed.links, metadata=p.parsed.metadata)
 
     def _finish(self, doc: ClaimedDocument, ok: bool, outcome: str) -> None:
         self.stats.processed += 1

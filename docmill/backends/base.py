@@ -271,6 +271,9 @@ class Backend(Protocol):
     def complete(self, doc: ClaimedDocument, result: DocumentResult) -> bool:
         """Replace the document's chunks and mark it done, in one fenced transaction."""
 
+    def complete_many(self, items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> list[bool]:
+        """``complete`` for several documents in one transaction; per document, False when fenced."""
+
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:
         """Mark a document whose content hash did not change as done; its chunks stay."""
 

@@ -353,6 +353,26 @@ def test_fenced_completion_leaves_the_new_owners_chunks(backend: Backend) -> Non
     assert history == [("fenced", "TransientError"), ("done", None)]
 
 
+
+def test_batched_completion_fences_each_document_on_its_own(backend: Backend) -> None:
+    enqueue(backend, 3)
+    zombie = claim_one(backend, "zombie", lease=SHORT)
+    time.sleep(SHORT + 0.1)
+    owned = backend.claim(RUN, "owner", 3, LONG, 3)
+    assert [d.id for d in owned] == sorted(d.id for d in owned) and len(owned) == 3
+    taken = next(d for d in owned if d.id == zombie.id)
+    assert backend.complete(taken, result(["owner words"], seed=1))
+    others = [d for d in owned if d.id != zombie.id]
+    batch = [(zombie, result(["zombie words"], seed=2))] + \
+        [(d, result([f"batch words {d.id}", "shared words"], seed=10 + d.id)) for d in others]
+    assert backend.complete_many(batch) == [False, True, True]
+    texts = sorted(h.text for h in backend.text_search("owner zombie batch", 10, None))
+    assert texts == sorted(["owner words"] + [f"batch words {d.id}" for d in others])
+    assert backend.chunk_count(RUN) == 5
+    assert outcomes(backend, zombie.id) == ["fenced", "done"]
+    assert {state_of(backend, d.id) for d in owned} == {"done"}
+    assert backend.complete_many([]) == []
+
 def test_complete_replaces_chunks_atomically(backend: Backend) -> None:
     enqueue(backend, 1)
     doc = claim_one(backend)

@@ -445,6 +445,7 @@ class PostgresBackend:
         """Lease up to ``limit`` runnable documents; dead-letter expired ones out of attempts."""
 
         def body(c: psycopg.Connection[Any]) -> list[ClaimedDocument]:
+            c.execute(Q["claim_commits_async"])
             c.execute(Q["bury_exhausted"], {"run_id": run_id, "max_attempts": max_attempts})
             rows = c.execute(Q["claim_documents"], {
                 "run_id": run_id, "worker_id": worker_id, "limit": limit, "lease": float(lease_seconds),
@@ -488,30 +489,50 @@ class PostgresBackend:
 
     def complete(self, doc: ClaimedDocument, result: DocumentResult) -> bool:
         """Replace the document's chunks and mark it done, in one fenced transaction."""
-        rows = chunk_rows(doc.id, result)
-        dims = int(result.vectors.shape[1]) if rows else 0
-        if rows:
-            self._vectors()
-            self._ensure_hnsw_index(dims)
-        for row in rows:
-            row["dims"] = dims
-        cache = sorted({r["text_hash"]: to_blob(r["embedding"]) for r in rows}.items())
+        return self.complete_many([(doc, result)])[0]
 
-        def body(c: psycopg.Connection[Any]) -> bool:
-            params = {**done_params(doc.id, doc.lease_token, doc.version, result), "detail": done_detail(result)}
-            state = c.execute(Q["complete_document"], params).fetchone()[0]
-            if state is None:
-                return False  # fenced: the attempt is already closed as such
+    def complete_many(self, items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> list[bool]:
+        """Complete several documents in one transaction, each fenced by its own lease: one commit
+        and about one round trip for the lot. Returns, per document, False when it was fenced."""
+        work = []
+        cache: dict[str, bytes] = {}
+        model_id = ""
+        for doc, result in items:
+            rows = chunk_rows(doc.id, result)
             if rows:
-                with c.cursor() as cur:
-                    cur.executemany(Q["insert_chunk"], rows)
-                c.execute(Q["cache_vectors"], {"model_id": result.model_id, "hashes": [h for h, _ in cache],
-                                               "blobs": [b for _, b in cache]})
-            if state == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
-                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
-            return True
+                dims = int(result.vectors.shape[1])
+                self._vectors()
+                self._ensure_hnsw_index(dims)
+                model_id = result.model_id
+                for row in rows:
+                    row["dims"], row["lease_token"] = dims, doc.lease_token
+                    cache.setdefault(row["text_hash"], to_blob(row["embedding"]))
+            params = {**done_params(doc.id, doc.lease_token, doc.version, result), "detail": done_detail(result)}
+            work.append((doc, params, rows))
 
-        # Pipelined: BEGIN and the completion travel together, and the chunk rows stream without waits.
+        def body(c: psycopg.Connection[Any]) -> list[bool]:
+            # Every statement is sent before any result is read, so the batch costs one round trip:
+            # a fenced document's chunk rows are held back by the SQL itself (insert_chunk only
+            # writes for an attempt that closed as done), not by a decision made here.
+            cursors = []
+            for _doc, params, rows in work:
+                cur = c.cursor()
+                cur.execute(Q["complete_document"], params)
+                cursors.append(cur)
+                if rows:
+                    with c.cursor() as chunk_cur:
+                        chunk_cur.executemany(Q["insert_chunk"], rows)
+            if cache:
+                # Keys sorted: two transactions caching overlapping texts take them in one order.
+                keys = sorted(cache)
+                c.execute(Q["cache_vectors"], {"model_id": model_id, "hashes": keys,
+                                               "blobs": [cache[k] for k in keys]})
+            states = [cur.fetchone()[0] for cur in cursors]
+            for (doc, _params, _rows), state in zip(work, states, strict=True):
+                if state == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
+                    c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
+            return [state is not None for state in states]
+
         return self._run(body, pipeline=True)
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:

@@ -96,6 +96,13 @@ logged AS (
     FROM gone g JOIN runs r ON r.run_id = g.run_id)
 SELECT uri FROM gone ORDER BY id
 
+-- claim_commits_async --
+-- A claim's commit does not wait for the WAL flush. Should the server crash before the flush, the
+-- claim is forgotten and the document is simply claimed again by someone: the first holder's
+-- completion is then fenced off (its lease token is unknown), so no result is lost or doubled.
+-- Completions, failures and releases keep synchronous commits: they are the results.
+SET LOCAL synchronous_commit = off
+
 -- bury_exhausted --
 -- Expired claims that already used every attempt go to the dead-letter queue instead of looping;
 -- their open attempts end as lost. SKIP LOCKED: a row another claimer is burying is its business.
@@ -231,11 +238,14 @@ WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
 RETURNING state
 
 -- insert_chunk --
--- Store one chunk; the vector is sent in pgvector's binary format.
+-- Store one chunk (the vector in pgvector's binary format), only when its document's attempt
+-- closed as done earlier in this transaction: a fenced completion writes no chunks.
 INSERT INTO chunks (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
                     text_hash, dims, embedding)
-VALUES (%(document_id)s, %(ordinal)s, %(text)s, %(heading_path)s::jsonb, %(page)s, %(char_start)s,
-        %(char_end)s, %(token_count)s, %(text_hash)s, %(dims)s, %(embedding)b)
+SELECT %(document_id)s::bigint, %(ordinal)s::integer, %(text)s::text, %(heading_path)s::jsonb, %(page)s::integer,
+       %(char_start)s::integer, %(char_end)s::integer, %(token_count)s::integer, %(text_hash)s::text,
+       %(dims)s::smallint, %(embedding)b::vector
+WHERE EXISTS (SELECT 1 FROM attempts WHERE lease_token = %(lease_token)s AND outcome = 'done')
 
 -- cache_vectors --
 -- Remember chunk texts' vectors for this model (keys sorted by the caller, so that two

@@ -227,24 +227,34 @@ class SQLiteBackend:
 
     def complete(self, doc: ClaimedDocument, result: DocumentResult) -> bool:
         """Replace chunks and mark done, fenced by the lease token, in one transaction."""
+        return self.complete_many([(doc, result)])[0]
+
+    def complete_many(self, items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> list[bool]:
+        """Complete several documents in one transaction (one commit), each fenced by its own lease."""
+        outcomes = []
+        with self._write() as c:
+            for doc, result in items:
+                outcomes.append(self._complete_one(c, doc, result))
+        return outcomes
+
+    def _complete_one(self, c: sqlite3.Connection, doc: ClaimedDocument, result: DocumentResult) -> bool:
+        cur = c.execute(Q["mark_done"], done_params(doc.id, doc.lease_token, doc.version, result))
+        if cur.rowcount != 1:
+            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "fenced",
+                                            "error_class": "LeaseLost",
+                                            "message": "completion rejected: lease lost"})
+            self._event(c, "fenced", [doc.lease_token], FENCED_DETAIL)
+            return False
         rows = chunk_rows(doc.id, result)
         for row in rows:
             row["embedding"] = to_blob(row["embedding"])
-        with self._write() as c:
-            cur = c.execute(Q["mark_done"], done_params(doc.id, doc.lease_token, doc.version, result))
-            if cur.rowcount != 1:
-                c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "fenced",
-                                                "error_class": "LeaseLost",
-                                                "message": "completion rejected: lease lost"})
-                self._event(c, "fenced", [doc.lease_token], FENCED_DETAIL)
-                return False
-            c.execute(Q["delete_chunks"], {"document_id": doc.id})
-            c.executemany(Q["insert_chunk"], rows)
-            c.executemany(Q["cache_vector"], [{"model_id": result.model_id, "text_hash": r["text_hash"],
-                                               "embedding": r["embedding"]} for r in rows])
-            c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
-                                            "error_class": None, "message": None})
-            self._event(c, "done", [doc.lease_token], done_detail(result))
+        c.execute(Q["delete_chunks"], {"document_id": doc.id})
+        c.executemany(Q["insert_chunk"], rows)
+        c.executemany(Q["cache_vector"], [{"model_id": result.model_id, "text_hash": r["text_hash"],
+                                           "embedding": r["embedding"]} for r in rows])
+        c.execute(Q["finish_attempt"], {"lease_token": doc.lease_token, "outcome": "done",
+                                        "error_class": None, "message": None})
+        self._event(c, "done", [doc.lease_token], done_detail(result))
         return True
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:

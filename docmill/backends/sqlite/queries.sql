@@ -102,16 +102,22 @@ WHERE document_id = :document_id AND outcome IS NULL
 
 -- claim_documents --
 -- Lease up to :limit documents: pending and due, or claimed with a lapsed lease; priority, then age.
+-- Each branch walks its partial index in order and stops after :limit rows, so a claim costs the
+-- same on a queue of a hundred documents or of a million.
 UPDATE documents
 SET state = 'claimed', lease_token = :token_prefix || '-' || id, claimed_by = :worker_id,
     attempts = attempts + 1, lease_expires_at = now() + :lease, updated_at = now()
 WHERE id IN (
     SELECT id FROM (
-        SELECT id, priority FROM documents
-        WHERE run_id = :run_id AND state = 'pending' AND available_at <= now()
+        SELECT id, priority FROM (
+            SELECT id, priority FROM documents INDEXED BY documents_pending
+            WHERE run_id = :run_id AND state = 'pending' AND available_at <= now()
+            ORDER BY priority DESC, id LIMIT :limit)
         UNION ALL
-        SELECT id, priority FROM documents
-        WHERE run_id = :run_id AND state = 'claimed' AND lease_expires_at < now())
+        SELECT id, priority FROM (
+            SELECT id, priority FROM documents
+            WHERE run_id = :run_id AND state = 'claimed' AND lease_expires_at < now()
+            ORDER BY priority DESC, id LIMIT :limit))
     ORDER BY priority DESC, id
     LIMIT :limit)
 RETURNING id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth, priority
@@ -299,11 +305,13 @@ WHERE run_id = :run_id AND outcome IN ('done', 'unchanged') AND finished_at >= n
 
 -- discovery_events --
 -- New and changed documents of one upsert batch (:keys is [[key, kind], …]); the leader is the runs row's.
+-- CROSS JOIN keeps the keys as the outer loop (SQLite does not reorder it), so each key is one
+-- lookup in the unique (run_id, source, doc_key) index: the other order is keys × documents.
 INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
 SELECT d.run_id, d.id, now(), json_extract(j.value, '$[1]'), r.leader_id,
        json_object('uri', d.uri, 'version', d.version, 'size', d.size_bytes, 'state', d.state)
 FROM json_each(:keys) AS j
-JOIN documents d ON d.run_id = :run_id AND d.source = :source AND d.doc_key = json_extract(j.value, '$[0]')
+CROSS JOIN documents d ON d.run_id = :run_id AND d.source = :source AND d.doc_key = json_extract(j.value, '$[0]')
 JOIN runs r ON r.run_id = d.run_id
 
 -- removed_events --
