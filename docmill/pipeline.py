@@ -227,9 +227,13 @@ class Pipeline:
         return bool(self._docs)
 
     def wants_work(self) -> bool:
-        """True when the worker may claim more: under the chunk budget and the prepare queue not full."""
+        """True when the worker may claim more: under the chunk budget and the prepare queue not full.
+        Until the model is loaded only one claim is held: the budget depends on the model, and a
+        worker killed while loading should cost as few documents an attempt as possible."""
         workers = self.config.workers
         prepare_room = max(workers.claim_batch_size, 2 * workers.prepare_threads)
+        if self._embedder is None and self._docs:
+            return False
         return (not self.stop.is_set() and len(self._preparing) < prepare_room
                 and self._held_chunks < self._chunk_budget())
 
@@ -238,7 +242,7 @@ class Pipeline:
         for every embedding slot. Holding more only hoards documents that idle workers (on this or
         another machine) could be embedding: measured, a 512-chunk prefetch let 2 of 4 workers claim
         a 300-document corpus and scaling stopped at 2 workers."""
-        if self._embedder is None:
+        if self._embedder is None:  # nothing held yet (see wants_work)
             return self.config.workers.max_inflight_chunks
         slots = self._concurrency() + 1
         return min(self.config.workers.max_inflight_chunks, 2 * slots * self._batch_texts())

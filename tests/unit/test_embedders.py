@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from docmill.config import EmbeddingConfig
 from docmill.embedders import Embedder, available_providers, create_embedder, register_provider
+from docmill.embedders.local_onnx import folded_model, model_file
 from docmill.errors import ConfigError
 
 
@@ -131,3 +133,22 @@ def test_missing_fastembed_names_the_extra() -> None:
 def test_missing_sentence_transformers_names_the_extra() -> None:
     with pytest.raises(ConfigError, match=r"pip install 'docmill\[sentence-transformers\]'"):
         create_embedder(EmbeddingConfig(provider="sentence_transformers"))
+
+
+def test_folded_model_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCMILL_CACHE_DIR", str(tmp_path / "cache"))
+    folded = folded_model(model_file())
+    assert folded.parent == tmp_path / "cache" and folded.stat().st_size > model_file().stat().st_size
+    assert folded_model(model_file()) == folded, "the second worker reuses the folded file"
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".lock", ".onnx"]
+
+
+def test_unwritable_model_cache_falls_back_to_the_packaged_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                embedder: Embedder) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DOCMILL_CACHE_DIR", str(blocker / "cache"))
+    assert folded_model(model_file()) == model_file()
+    packaged = create_embedder(EmbeddingConfig(), threads=1)  # loads the packaged file as it is
+    texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
+    assert np.allclose(packaged.embed(texts), embedder.embed(texts), atol=1e-5), "folding changes no vector"
