@@ -145,6 +145,33 @@ def test_backpressure_bounds_the_chunks_a_worker_holds(tmp_path: Path) -> None:
     assert max(r.inputs for r in srv.snapshot()) <= 4
 
 
+def test_a_worker_claims_no_more_than_one_batch_while_its_model_loads(tmp_path: Path, server: FakeEmbeddingServer,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A killed worker costs every document it holds an attempt: while its model loads (seconds, for
+    # a local model) it must not hoard the queue, whatever the chunk budget says.
+    docs = _corpus(tmp_path / "docs", 40)
+    cfg = _config(tmp_path, server, docs, workers={"claim_batch_size": 4, "prepare_threads": 1,
+                                                   "max_inflight_chunks": 1000})
+    url = cfg.storage.database_url()
+    backend = open_backend(url, cfg)
+    backend.init_schema()
+    backend.open_run(cfg.run_id(), "{}")
+    backend.close()
+    held_at_load: list[int] = []
+
+    def slow_model(embedding: Any, threads: int | None = None) -> Any:
+        time.sleep(1.5)
+        probe = open_backend(url, cfg)
+        held_at_load.append(probe.counts(cfg.run_id())["claimed"])
+        probe.close()
+        return create_embedder(embedding, threads=threads)
+
+    monkeypatch.setattr("docmill.worker.create_embedder", slow_model)
+    report = Worker(cfg, url).run()
+    assert report.stats["done"] == 40
+    assert held_at_load == [4]
+
+
 def test_retry_after_is_honoured_and_429_is_never_a_dead_letter(tmp_path: Path) -> None:
     with FakeEmbeddingServer(fail_first=2, retry_after=2) as srv:
         docs = _corpus(tmp_path / "docs", 6)
