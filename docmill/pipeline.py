@@ -227,13 +227,9 @@ class Pipeline:
         return bool(self._docs)
 
     def wants_work(self) -> bool:
-        """True when the worker may claim more: under the chunk budget and the prepare queue not full.
-        Until the model is loaded only one claim is held: the budget depends on the model, and a
-        worker killed while loading should cost as few documents an attempt as possible."""
+        """True when the worker may claim more: under the chunk budget and the prepare queue not full."""
         workers = self.config.workers
         prepare_room = max(workers.claim_batch_size, 2 * workers.prepare_threads)
-        if self._embedder is None and self._docs:
-            return False
         return (not self.stop.is_set() and len(self._preparing) < prepare_room
                 and self._held_chunks < self._chunk_budget())
 
@@ -242,7 +238,9 @@ class Pipeline:
         for every embedding slot. Holding more only hoards documents that idle workers (on this or
         another machine) could be embedding: measured, a 512-chunk prefetch let 2 of 4 workers claim
         a 300-document corpus and scaling stopped at 2 workers."""
-        if self._embedder is None:  # nothing held yet (see wants_work)
+        if self._embedder is None:
+            # Not reached with work held: the first pump loads the model on the coordinator's
+            # thread, so a fresh worker makes one claim and then waits for its model.
             return self.config.workers.max_inflight_chunks
         slots = self._concurrency() + 1
         return min(self.config.workers.max_inflight_chunks, 2 * slots * self._batch_texts())
