@@ -16,6 +16,7 @@ from docmill.backends.base import Backend, DocumentLinks, Relationship
 SIMILAR_PER_DOCUMENT = 5
 SIMILAR_MIN_SCORE = 0.5
 _BLOCK = 1024  # rows of the similarity matrix computed at once, to bound memory
+_BLOCK_CELLS = 1 << 26  # at most this many scores at once (256 MB of float32), however many documents
 
 
 def _resolve(doc: DocumentLinks, target: str) -> str | None:
@@ -51,10 +52,11 @@ def similar_edges(ids: list[int], matrix: np.ndarray, per_document: int = SIMILA
     if n < 2:
         return []
     k = min(per_document, n - 1)
+    block = max(1, min(_BLOCK, _BLOCK_CELLS // n))
     edges = []
-    for start in range(0, n, _BLOCK):
-        scores = matrix[start:start + _BLOCK] @ matrix.T
-        for row, i in enumerate(range(start, min(start + _BLOCK, n))):
+    for start in range(0, n, block):
+        scores = matrix[start:start + block] @ matrix.T
+        for row, i in enumerate(range(start, min(start + block, n))):
             scores[row, i] = -np.inf
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         for row, candidates in enumerate(top):
