@@ -278,9 +278,15 @@ class Worker:
             return False  # someone else is finalizing; wait for it to mark the run complete
         self.finalizing = True
         try:
-            edges = relationships.compute(backend, self.run_id)
-            self.finalized = backend.complete_finalize(self.run_id, self.worker_id, edges)
-            log.info("run %s finalized: %d relationships", self.run_id, len(edges))
+            current, stored = backend.finalize_fingerprint(self.run_id)
+            # Nothing done changed since the edges were computed (a re-run that found no change):
+            # keep them, rather than redo an all-pairs similarity over the whole run.
+            edges = None if current == stored else relationships.compute(backend, self.run_id)
+            self.finalized = backend.complete_finalize(self.run_id, self.worker_id, edges, current)
+            if edges is None:
+                log.info("run %s finalized: documents unchanged, relationships kept", self.run_id)
+            else:
+                log.info("run %s finalized: %d relationships", self.run_id, len(edges))
             housekeeping(backend, self.config)  # event retention, cleanup of long-finished runs
         finally:
             self.finalizing = False

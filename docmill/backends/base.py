@@ -16,7 +16,8 @@ import numpy as np
 from docmill.config import Config
 from docmill.models import Chunk, DocumentRef
 
-SCHEMA_VERSION = 3  # 2: the events and alert_state tables (operations); 3: rate_limits (throughput)
+SCHEMA_VERSION = 4  # 2: the events and alert_state tables (operations); 3: rate_limits (throughput);
+#                     4: finalized_inputs (finalize skips unchanged relationships)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +313,14 @@ class Backend(Protocol):
     def document_vectors(self, run_id: str) -> tuple[list[int], np.ndarray]:
         """Mean chunk vector of every done document with chunks (ids, unit-norm matrix)."""
 
-    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
-        """Store the run's relationships and mark it complete, if this worker still holds finalize."""
+    def finalize_fingerprint(self, run_id: str) -> tuple[str, str | None]:
+        """A fingerprint of the run's done documents now, and the one its relationships were last
+        computed from (None when never)."""
+
+    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship] | None,
+                          fingerprint: str) -> bool:
+        """Mark the run complete, if still its finalizer; store ``edges`` (None: keep the stored ones)
+        and the ``fingerprint`` they were computed from."""
 
     # -- cluster-wide rate limits (SQL in ratelimit.sql) ------------------------------------
     def rate_acquire(self, key: str, need_requests: float, need_tokens: float, request_rate: float,

@@ -122,7 +122,7 @@ def test_open_run_creates_joins_and_reopens(backend: Backend) -> None:
     backend.upsert_documents(RUN, refs(2), 1)
     drain(backend)
     assert backend.try_begin_finalize(RUN, "w1", LONG)
-    assert backend.complete_finalize(RUN, "w1", [])
+    assert backend.complete_finalize(RUN, "w1", [], "fp")
     assert backend.get_run(RUN).state == "complete"  # type: ignore[union-attr]
 
     reopened = backend.open_run(RUN, '{"a": 1}')
@@ -549,7 +549,7 @@ def test_exactly_one_concurrent_finalizer_wins(backend: Backend, open_store: Cal
     loser = "w0" if winner != "w0" else "w1"
     assert backend.extend_finalize(RUN, winner, LONG)
     assert not backend.extend_finalize(RUN, loser, LONG)
-    assert not backend.complete_finalize(RUN, loser, [])
+    assert not backend.complete_finalize(RUN, loser, [], "fp")
 
 
 def test_complete_finalize_stores_relationships(backend: Backend) -> None:
@@ -559,19 +559,47 @@ def test_complete_finalize_stores_relationships(backend: Backend) -> None:
     assert backend.try_begin_finalize(RUN, "w1", LONG)
     edges = [Relationship(ids[0], ids[1], "links_to", 1.0), Relationship(ids[1], ids[2], "similar", 0.75),
              Relationship(ids[0], ids[2], "similar", 0.5)]
-    assert backend.complete_finalize(RUN, "w1", edges)
+    assert backend.complete_finalize(RUN, "w1", edges, "fp")
     run = backend.get_run(RUN)
     assert (run.state, run.finalize_count) == ("complete", 1)  # type: ignore[union-attr]
     assert sorted(backend.relationships(RUN), key=lambda e: (e.kind, e.source_id)) == sorted(
         edges, key=lambda e: (e.kind, e.source_id))
-    assert not backend.complete_finalize(RUN, "w1", []), "a completed run is not completed twice"
+    assert not backend.complete_finalize(RUN, "w1", [], "fp"), "a completed run is not completed twice"
 
     backend.open_run(RUN, "{}")  # a re-run: the next finalize replaces the edges
     backend.finish_discovery(RUN, 2)
     assert backend.try_begin_finalize(RUN, "w2", LONG)
-    assert backend.complete_finalize(RUN, "w2", edges[:1])
+    assert backend.complete_finalize(RUN, "w2", edges[:1], "fp")
     assert backend.relationships(RUN) == edges[:1]
     assert backend.get_run(RUN).finalize_count == 2  # type: ignore[union-attr]
+
+
+def test_finalize_fingerprint_moves_only_when_done_documents_change(backend: Backend) -> None:
+    enqueue(backend, 3)
+    drain(backend)
+    first, stored = backend.finalize_fingerprint(RUN)
+    assert stored is None
+    assert backend.try_begin_finalize(RUN, "w1", LONG)
+    ids = [d.id for d in backend.documents(RUN, None, None)]
+    edges = [Relationship(ids[0], ids[1], "similar", 0.9)]
+    assert backend.complete_finalize(RUN, "w1", edges, first)
+    assert backend.finalize_fingerprint(RUN) == (first, first)
+
+    backend.open_run(RUN, "{}")  # a re-run that changes nothing: edges are kept with None
+    backend.finish_discovery(RUN, 2)
+    assert backend.finalize_fingerprint(RUN) == (first, first)
+    assert backend.try_begin_finalize(RUN, "w2", LONG)
+    assert backend.complete_finalize(RUN, "w2", None, first)
+    assert backend.relationships(RUN) == edges
+
+    backend.upsert_documents(RUN, refs(1, version="v2"), 3)  # one document changes and is done again
+    time.sleep(0.01)
+    drain(backend)
+    changed, stored = backend.finalize_fingerprint(RUN)
+    assert (changed != first, stored) == (True, first)
+    backend.upsert_documents(RUN, refs(1, start=3), 4)  # one more document
+    drain(backend)
+    assert backend.finalize_fingerprint(RUN)[0] not in (first, changed)
 
 
 def test_lapsed_finalize_is_taken_over(backend: Backend) -> None:
@@ -583,8 +611,8 @@ def test_lapsed_finalize_is_taken_over(backend: Backend) -> None:
     assert not backend.extend_finalize(RUN, "w2", LONG)
     assert backend.try_begin_finalize(RUN, "w2", LONG)
     assert not backend.extend_finalize(RUN, "w1", LONG)
-    assert not backend.complete_finalize(RUN, "w1", [])
-    assert backend.complete_finalize(RUN, "w2", [])
+    assert not backend.complete_finalize(RUN, "w1", [], "fp")
+    assert backend.complete_finalize(RUN, "w2", [], "fp")
 
 
 def test_finished_documents_and_document_vectors(backend: Backend) -> None:

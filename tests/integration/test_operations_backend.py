@@ -157,7 +157,7 @@ def test_housekeeping_prunes_events_and_finished_runs_but_keeps_chunks(backend: 
     backend.register_worker("w", RUN, "host", 1)
     backend.finish_discovery(RUN, 1)
     assert backend.try_begin_finalize(RUN, "w", LONG)
-    assert backend.complete_finalize(RUN, "w", [])
+    assert backend.complete_finalize(RUN, "w", [], "fp")
     assert backend.events(1)
     time.sleep(0.05)
     assert backend.prune_events(3600) == 0

@@ -668,12 +668,22 @@ class PostgresBackend:
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         return [int(r[0]) for r in rows], matrix
 
-    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
-        """Store the run's relationships and mark it complete, if this worker still holds finalize."""
+    def finalize_fingerprint(self, run_id: str) -> tuple[str, str | None]:
+        """The run's done documents' fingerprint now, and the one its relationships came from."""
+        current, stored = self._read(lambda c: c.execute(Q["finalize_fingerprint"], {"run_id": run_id}).fetchone())
+        return str(current), stored
+
+    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship] | None,
+                          fingerprint: str) -> bool:
+        """Mark the run complete and store its relationships (None: keep them), if this worker still
+        holds finalize."""
 
         def body(c: psycopg.Connection[Any]) -> bool:
             if c.execute(Q["complete_finalize"], {"run_id": run_id, "worker_id": worker_id}).rowcount != 1:
                 return False
+            c.execute(Q["store_fingerprint"], {"run_id": run_id, "fingerprint": fingerprint})
+            if edges is None:
+                return True
             c.execute(Q["delete_relationships"], {"run_id": run_id})
             if edges:
                 c.execute(Q["insert_relationships"], {

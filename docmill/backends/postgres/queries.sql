@@ -344,6 +344,18 @@ SET state = 'complete', finalizer_id = NULL, finalize_expires_at = NULL,
     finalize_count = finalize_count + 1, updated_at = now()
 WHERE run_id = %(run_id)s AND state = 'finalizing' AND finalizer_id = %(worker_id)s
 
+-- finalize_fingerprint --
+-- The run's done documents as one string (count, newest change, id sum: a change, an addition or a
+-- removal moves it), next to the one the stored relationships were computed from.
+SELECT (SELECT count(*) || '/' || coalesce(extract(epoch FROM max(updated_at)), 0) || '/' || coalesce(sum(id), 0)
+        FROM documents WHERE run_id = %(run_id)s AND state = 'done'),
+       (SELECT fingerprint FROM finalized_inputs WHERE run_id = %(run_id)s)
+
+-- store_fingerprint --
+-- Remember what the run's relationships were computed from.
+INSERT INTO finalized_inputs (run_id, fingerprint) VALUES (%(run_id)s, %(fingerprint)s)
+ON CONFLICT (run_id) DO UPDATE SET fingerprint = excluded.fingerprint
+
 -- delete_relationships --
 -- Drop the run's previous edges.
 DELETE FROM relationships WHERE run_id = %(run_id)s

@@ -377,12 +377,21 @@ class SQLiteBackend:
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         return ids, matrix.astype(np.float32)
 
-    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship]) -> bool:
-        """Store relationships and mark the run complete, if still the finalizer."""
+    def finalize_fingerprint(self, run_id: str) -> tuple[str, str | None]:
+        """The run's done documents' fingerprint now, and the one its relationships came from."""
+        current, stored = self.conn.execute(Q["finalize_fingerprint"], {"run_id": run_id}).fetchone()
+        return str(current), stored
+
+    def complete_finalize(self, run_id: str, worker_id: str, edges: Sequence[Relationship] | None,
+                          fingerprint: str) -> bool:
+        """Mark the run complete and store its relationships (None: keep them), if still the finalizer."""
         with self._write() as c:
             cur = c.execute(Q["complete_finalize"], {"run_id": run_id, "worker_id": worker_id})
             if cur.rowcount != 1:
                 return False
+            c.execute(Q["store_fingerprint"], {"run_id": run_id, "fingerprint": fingerprint})
+            if edges is None:
+                return True
             c.execute(Q["delete_relationships"], {"run_id": run_id})
             c.executemany(Q["insert_relationship"], [
                 {"run_id": run_id, "source_id": e.source_id, "target_id": e.target_id, "kind": e.kind,

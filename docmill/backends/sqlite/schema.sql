@@ -136,6 +136,13 @@ CREATE TABLE IF NOT EXISTS relationships (
     PRIMARY KEY (run_id, source_id, target_id, kind)
 );
 
+-- What the last finalize computed relationships from (a fingerprint of the run's done documents),
+-- so a finalize after a re-run that changed nothing keeps the edges instead of recomputing them.
+CREATE TABLE IF NOT EXISTS finalized_inputs (
+    run_id       TEXT PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    fingerprint  TEXT NOT NULL
+);
+
 -- Cluster-wide rate limits: one token bucket per (endpoint, model), see ratelimit.sql. Times are
 -- epoch seconds; `factor` is the adaptive share of the configured ceiling (AIMD, 0 < factor <= 1).
 CREATE TABLE IF NOT EXISTS rate_limits (
