@@ -1,7 +1,7 @@
 """docmill next to LlamaIndex's IngestionPipeline: same corpus, same model, same run.
 
     pip install -e '.[bench]'          # llama-index-core, llama-index-embeddings-fastembed, fastembed
-    python benchmarks/peers.py [--documents 200 | --folder DIR] [--output FILE]
+    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--output FILE]
 
 LlamaIndex: SimpleDirectoryReader → IngestionPipeline(SentenceSplitter(200 tokens, 32 overlap),
 FastEmbedEmbedding) with an in-memory SimpleDocumentStore (so its re-run skips unchanged documents).
@@ -10,6 +10,8 @@ own copy here, so the model folder it is given (``specific_model_path``) is asse
 packaged ``model.onnx`` and ``tokenizer.json`` plus the two small tokenizer settings files fastembed
 also reads (256-token truncation, as docmill). Both sides get all cores for ONNX inference.
 docmill: ``docmill ingest --json`` on a fresh SQLite store, then again with nothing changed.
+``--pdf`` writes the generated documents as PDFs (one page per section; LlamaIndex reads them with
+pypdf), the usual pile of documents, where a re-run that re-reads every file costs the most.
 Both timings include loading the model. Prints JSON with docs/s, chunks/s and the ratios.
 """
 
@@ -36,6 +38,7 @@ from llama_index.embeddings.fastembed import FastEmbedEmbedding
 from docmill.benchmark import run_ingest, write_corpus
 from docmill.config import Config
 from docmill.embedders.local_onnx import model_file, tokenizer_file
+from tests.corpus import simple_pdf
 
 #: What fastembed reads besides tokenizer.json: all-MiniLM-L6-v2's published tokenizer settings.
 TOKENIZER_CONFIG = {"do_lower_case": True, "model_max_length": 256, "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -52,6 +55,16 @@ def fastembed_model_folder(root: Path) -> Path:
     (folder / "tokenizer.json").symlink_to(tokenizer_file())
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     (folder / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS))
+    return folder
+
+
+def pdf_corpus(root: Path, documents: int) -> Path:
+    """The generated Markdown documents as PDFs, one page per section."""
+    folder = root / "pdf"
+    folder.mkdir(parents=True)
+    for path in sorted(write_corpus(root / "markdown", documents).rglob("*.md")):
+        sections = [s.strip() for s in path.read_text().split("\n## ") if s.strip()]
+        (folder / f"{path.stem}.pdf").write_bytes(simple_pdf(sections))
     return folder
 
 
@@ -91,17 +104,24 @@ def main() -> None:
     """Run both pipelines on one corpus and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--documents", type=int, default=200)
+    parser.add_argument("--pdf", action="store_true", help="generate the corpus as PDFs")
     parser.add_argument("--folder", type=Path, help="compare on this folder instead of a generated corpus")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="docmill-peers-") as tmp:
-        folder = args.folder or write_corpus(Path(tmp) / "corpus", args.documents)
+        if args.folder:
+            folder = args.folder
+        elif args.pdf:
+            folder = pdf_corpus(Path(tmp) / "corpus", args.documents)
+        else:
+            folder = write_corpus(Path(tmp) / "corpus", args.documents)
         documents = sum(1 for p in folder.rglob("*") if p.is_file())
         docmill = docmill_runs(folder, Path(tmp) / "store.db", documents)
         llama = llamaindex_runs(folder, fastembed_model_folder(Path(tmp)), threads)
     result = {
-        "benchmark": "peers", "corpus": str(args.folder) if args.folder else "generated Markdown",
+        "benchmark": "peers",
+        "corpus": str(args.folder) if args.folder else "generated " + ("PDF" if args.pdf else "Markdown"),
         "documents": documents, "model": "all-MiniLM-L6-v2 int8 ONNX, both sides",
         "docmill": docmill, "llamaindex_ingestion_pipeline": llama,
         "ratio_first_run": round(docmill["first"]["docs_per_sec"] / llama["first"]["docs_per_sec"], 2),
