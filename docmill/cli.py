@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -42,7 +43,7 @@ RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run to show (defau
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -121,11 +122,11 @@ def _print_summary(s: IngestSummary) -> None:
     for warning in s.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for error in s.errors:
-        err.print(f"[red]worker error:[/] {error}", highlight=False)
+        err.print(f"[red]worker error:[/] {escape(str(error))}", highlight=False)
     if s.dead_letters:
         err.print(f"[bold red]{s.counts.get('dead', 0)} document(s) in the dead-letter queue:[/]")
         for d in s.dead_letters:
-            err.print(f"  {d['uri']}: [red]{d['error_class']}[/]: {d['error']}", highlight=False)
+            err.print(f"  {escape(d['uri'])}: [red]{d['error_class']}[/]: {escape(d['error'])}", highlight=False)
     if s.limit_reached:
         err.print(f"--limit reached: {s.counts.get('pending', 0)} documents still pending")
 
@@ -183,11 +184,12 @@ def search_cmd(
     for i, h in enumerate(hits, 1):
         where = " › ".join([*([h.title] if h.title else []), *h.heading_path])
         page = f" (page {h.page})" if h.page else ""
-        out.print(f"[bold]{i}.[/] [cyan]{h.score:.4f}[/]  [green]{h.uri}[/]{page}", highlight=False)
+        # Document text and paths are escaped: "[dev]" in a chunk is text, not rich markup.
+        out.print(f"[bold]{i}.[/] [cyan]{h.score:.4f}[/]  [green]{escape(h.uri)}[/]{page}", highlight=False)
         if where:
-            out.print(f"   [dim]{where}[/]", highlight=False)
+            out.print(f"   [dim]{escape(where)}[/]", highlight=False)
         snippet = " ".join(h.text.split())
-        out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}", highlight=False)
+        out.print(f"   {escape(snippet[:300])}{'…' if len(snippet) > 300 else ''}", highlight=False)
 
 
 @contextmanager
@@ -253,10 +255,11 @@ def status_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = None
                        f"{len(w['holding'])} {holding}".strip(), str(w["processed"]), str(w["failed"]))
         out.print(wt)
     for g in data.get("failure_groups", []):
-        out.print(f"[red]{g['count']} × {g['error_class']}[/]: {g['pattern']}\n   e.g. #{g['example_id']} "
-                  f"{g['example_uri']}", highlight=False)
+        out.print(f"[red]{g['count']} × {g['error_class']}[/]: {escape(g['pattern'])}\n   e.g. #{g['example_id']} "
+                  f"{escape(g['example_uri'])}", highlight=False)
     for f in data.get("failures", []):
-        out.print(f"[red]dead[/] #{f['id']} {f['uri']}: {f['error_class']}: {f['last_error']}", highlight=False)
+        out.print(f"[red]dead[/] #{f['id']} {escape(f['uri'])}: {f['error_class']}: {escape(f['last_error'] or '')}",
+                  highlight=False)
 
 
 @app.command("documents")
@@ -323,7 +326,7 @@ def monitor_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = Non
         _print_json(snap)
     elif alerts:
         for a in fired:
-            out.print(f"[bold red]ALERT[/] {a.name}: {a.message}", highlight=False)
+            out.print(f"[bold red]ALERT[/] {a.name}: {escape(a.message)}", highlight=False)
         if not fired:
             out.print("no alerts", highlight=False)
     elif not export:
@@ -367,8 +370,9 @@ def deadletter_list_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunO
     if details:  # whole messages, one block per document (a table would cut them)
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"]))
-            out.print(f"[bold]#{r['id']}[/] {r['uri']}\n  [red]{r['error_class']}[/], {r['attempts']} attempt(s), "
-                      f"dead since {when}\n  {r['last_error']}", highlight=False, soft_wrap=True)
+            out.print(f"[bold]#{r['id']}[/] {escape(r['uri'])}\n  [red]{r['error_class']}[/], "
+                      f"{r['attempts']} attempt(s), "
+                      f"dead since {when}\n  {escape(r['last_error'] or '')}", highlight=False, soft_wrap=True)
         return
     table = Table("id", "uri", "error")
     for r in rows:
@@ -523,7 +527,7 @@ def trace_cmd(doc_id: Annotated[str, typer.Option("--doc-id", help="Document id,
     for t in traces:
         d = t.document
         if d:
-            out.print(f"[bold]#{t.document_id}[/] {d['uri']}: [bold]{d['state']}[/], {d['chunks']} chunks, "
+            out.print(f"[bold]#{t.document_id}[/] {escape(d['uri'])}: [bold]{d['state']}[/], {d['chunks']} chunks, "
                       f"{d['attempts']} attempt(s), {t.relationships} relationship(s)", highlight=False)
         else:
             out.print(f"[bold]#{t.document_id}[/]: no longer in the store", highlight=False)
