@@ -373,6 +373,15 @@ def test_batched_completion_fences_each_document_on_its_own(backend: Backend) ->
     assert {state_of(backend, d.id) for d in owned} == {"done"}
     assert backend.complete_many([]) == []
 
+def test_batched_completion_caches_each_vector_under_its_own_model(backend: Backend) -> None:
+    enqueue(backend, 2)
+    a, b = backend.claim(RUN, "w", 2, LONG, 3)
+    assert backend.complete_many([(a, result(["alpha"], seed=1, model="model-a")),
+                                  (b, result(["beta"], seed=2, model="model-b"))]) == [True, True]
+    assert set(backend.cached_vectors("model-a", ["th-1-0", "th-2-0"])) == {"th-1-0"}
+    assert set(backend.cached_vectors("model-b", ["th-1-0", "th-2-0"])) == {"th-2-0"}
+
+
 def test_complete_replaces_chunks_atomically(backend: Backend) -> None:
     enqueue(backend, 1)
     doc = claim_one(backend)

@@ -495,18 +495,17 @@ class PostgresBackend:
         """Complete several documents in one transaction, each fenced by its own lease: one commit
         and about one round trip for the lot. Returns, per document, False when it was fenced."""
         work = []
-        cache: dict[str, bytes] = {}
-        model_id = ""
+        cache: dict[str, dict[str, bytes]] = {}  # model → text hash → vector
         for doc, result in items:
             rows = chunk_rows(doc.id, result)
             if rows:
                 dims = int(result.vectors.shape[1])
                 self._vectors()
                 self._ensure_hnsw_index(dims)
-                model_id = result.model_id
+                vectors = cache.setdefault(result.model_id, {})
                 for row in rows:
                     row["dims"], row["lease_token"] = dims, doc.lease_token
-                    cache.setdefault(row["text_hash"], to_blob(row["embedding"]))
+                    vectors.setdefault(row["text_hash"], to_blob(row["embedding"]))
             params = {**done_params(doc.id, doc.lease_token, doc.version, result), "detail": done_detail(result)}
             work.append((doc, params, rows))
 
@@ -522,11 +521,11 @@ class PostgresBackend:
                 if rows:
                     with c.cursor() as chunk_cur:
                         chunk_cur.executemany(Q["insert_chunk"], rows)
-            if cache:
+            for model_id, vectors in sorted(cache.items()):
                 # Keys sorted: two transactions caching overlapping texts take them in one order.
-                keys = sorted(cache)
+                keys = sorted(vectors)
                 c.execute(Q["cache_vectors"], {"model_id": model_id, "hashes": keys,
-                                               "blobs": [cache[k] for k in keys]})
+                                               "blobs": [vectors[k] for k in keys]})
             states = [cur.fetchone()[0] for cur in cursors]
             for (doc, _params, _rows), state in zip(work, states, strict=True):
                 if state == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
