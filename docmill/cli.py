@@ -167,7 +167,7 @@ def ingest_cmd(
 @app.command("search")
 def search_cmd(
     query: Annotated[str, typer.Argument(help="A question or keywords.")],
-    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many chunks.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--top", "--limit", min=1, help="How many chunks.")] = 5,
     mode: Annotated[str, typer.Option("--mode", help="hybrid, vector or text.")] = "hybrid",
     config: ConfigOpt = None, db: DbOpt = None, as_json: JsonOpt = False,
 ) -> None:
