@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from docmill import ops
 from docmill.backends import database_url, open_backend
@@ -284,8 +285,8 @@ def documents_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = N
         return
     table = Table("id", "uri", "state", "attempts", "chunks", "last error")
     for r in rows:
-        table.add_row(str(r["id"]), r["uri"], r["state"], str(r["attempts"]), str(r["chunks"]),
-                      f"{r['error_class']}: {r['last_error']}" if r["last_error"] else "")
+        table.add_row(str(r["id"]), Text(r["uri"]), r["state"], str(r["attempts"]), str(r["chunks"]),
+                      Text(f"{r['error_class']}: {r['last_error']}" if r["last_error"] else ""))
     out.print(table)
 
 
@@ -376,7 +377,7 @@ def deadletter_list_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunO
         return
     table = Table("id", "uri", "error")
     for r in rows:
-        table.add_row(str(r["id"]), r["uri"], r["error_class"] or "")
+        table.add_row(str(r["id"]), Text(r["uri"]), r["error_class"] or "")
     out.print(table)
 
 
@@ -397,8 +398,8 @@ def deadletter_analyze_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: R
         return
     table = Table("count", "error class", "pattern", "example")
     for g in groups:
-        table.add_row(str(g["count"]), g["error_class"], g["pattern"],
-                      f"#{g['example_id']} {g['example_uri']}\n{g['example_message']}")
+        table.add_row(str(g["count"]), g["error_class"], Text(g["pattern"]),
+                      Text(f"#{g['example_id']} {g['example_uri']}\n{g['example_message']}"))
     out.print(table)
 
 
@@ -489,7 +490,7 @@ def claims_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = None
     table = Table("id", "uri", "worker", "attempt", "held", "lease")
     for c in rows:
         lease = "EXPIRED" if c["expired"] else f"{(c['lease_expires_at'] or now) - now:.0f}s left"
-        table.add_row(str(c["id"]), c["uri"], c["worker_id"] or "-", str(c["attempts"]),
+        table.add_row(str(c["id"]), Text(c["uri"]), c["worker_id"] or "-", str(c["attempts"]),
                       f"{c['held_seconds']:.0f}s", lease)
     out.print(table)
 

@@ -17,6 +17,7 @@ from rich.layout import Layout
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from docmill.backends.base import Backend
 from docmill.config import Config
@@ -141,8 +142,9 @@ class Dashboard:
                             str(len(w.holding)), str(w.processed), str(w.failed))
         recent = Table("when", "outcome", "document", "error", box=None)
         for e in errors:
-            recent.add_row(time.strftime("%H:%M:%S", time.localtime(e.finished_at)), e.outcome, e.uri[-50:],
-                           f"{e.error_class}: {(e.message or '')[:80]}")
+            # Paths and messages are data: Text keeps "[...]" in them from being read as markup.
+            recent.add_row(time.strftime("%H:%M:%S", time.localtime(e.finished_at)), e.outcome, Text(e.uri[-50:]),
+                           Text(f"{e.error_class}: {(e.message or '')[:80]}"))
         layout = Layout()
         layout.split_column(Layout(Panel(head, title="docmill monitor (Ctrl-C to quit)"), size=4),
                             Layout(name="middle", size=max(8, len(stats.counts) + 4)),
