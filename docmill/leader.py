@@ -34,31 +34,32 @@ class DiscoveryReport:
 
 def discover(backend: Backend, run_id: str, generation: int, sources: dict[str, Source],
              keep_going: Callable[[], bool]) -> DiscoveryReport:
-    """Enqueue every document of every source; remove the ones a complete pass no longer sees."""
+    """Enqueue every document of every source; remove the ones a complete pass no longer sees.
+
+    The first pass writes only new and changed documents, so a re-run over an unchanged source
+    writes nothing. When the store then holds more documents than the pass listed, some vanished:
+    a second pass stamps every listed document as seen, and the unstamped rest are removed.
+    """
     report = DiscoveryReport()
     for name, source in sources.items():
-        seen = 0
         try:
-            refs = source.discover()
-            while batch := list(islice(refs, UPSERT_BATCH)):
-                if not keep_going():
-                    log.info("discovery of %s interrupted (leadership lost or stopping)", name)
-                    return report
-                counts = backend.upsert_documents(run_id, batch, generation)
-                report.new += counts.new
-                report.changed += counts.changed
-                report.unchanged += counts.unchanged
-                seen += len(batch)
+            seen = _enqueue(backend, run_id, generation, name, source, keep_going, report, mark_seen=False)
+            if seen is None:
+                return report
+            held = backend.count_source_documents(run_id, name)
+            if seen == 0 and held > 0:
+                # An unmounted disk or emptied folder must not wipe a whole store.
+                report.warnings.append(f"source {name!r} listed no documents although the store holds "
+                                       f"{held}: not deleting them (is the folder empty or unmounted?)")
+                log.warning("%s", report.warnings[-1])
+                continue
+            if held == seen:
+                continue  # every stored document was listed again: none vanished
+            if _enqueue(backend, run_id, generation, name, source, keep_going, report, mark_seen=True) is None:
+                return report
         except SourceError as exc:
             report.warnings.append(f"{exc}; its documents are kept as they are")
             log.error("%s", exc)
-            continue
-        held = backend.count_source_documents(run_id, name)
-        if seen == 0 and held > 0:
-            # An unmounted disk or emptied folder must not wipe a whole store.
-            report.warnings.append(f"source {name!r} listed no documents although the store holds {held}: "
-                                   "not deleting them (is the folder empty or unmounted?)")
-            log.warning("%s", report.warnings[-1])
             continue
         removed = backend.remove_unseen(run_id, name, generation)
         report.removed += len(removed)
@@ -67,3 +68,22 @@ def discover(backend: Backend, run_id: str, generation: int, sources: dict[str, 
     backend.finish_discovery(run_id, generation)
     report.completed = True
     return report
+
+
+def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: Source,
+             keep_going: Callable[[], bool], report: DiscoveryReport, *, mark_seen: bool) -> int | None:
+    """One listing of ``source`` upserted in batches; how many refs it listed (None: interrupted).
+    The marking pass adds only what appeared since the first to the report."""
+    seen = 0
+    refs = source.discover()
+    while batch := list(islice(refs, UPSERT_BATCH)):
+        if not keep_going():
+            log.info("discovery of %s interrupted (leadership lost or stopping)", name)
+            return None
+        counts = backend.upsert_documents(run_id, batch, generation, mark_seen=mark_seen)
+        report.new += counts.new
+        report.changed += counts.changed
+        if not mark_seen:
+            report.unchanged += counts.unchanged
+        seen += len(batch)
+    return seen

@@ -252,8 +252,11 @@ class Backend(Protocol):
         """Ask every worker of the run, on every machine, to stop after its current documents."""
 
     # -- discovery -------------------------------------------------------------------
-    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int) -> UpsertCounts:
-        """Enqueue new documents and re-enqueue changed ones; idempotent."""
+    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int, *,
+                         mark_seen: bool = True) -> UpsertCounts:
+        """Enqueue new documents and re-enqueue changed ones; idempotent. With ``mark_seen`` every
+        ref is stamped as seen by pass ``generation`` (what ``remove_unseen`` goes by); without it,
+        refs already stored unchanged are only compared, never written."""
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents the run holds for one source (to guard against an emptied source root)."""

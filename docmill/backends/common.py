@@ -38,8 +38,19 @@ def batched(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any
         yield items[start:start + size]
 
 
-def count_upserts(refs: Sequence[DocumentRef], existing: dict[str, tuple[str | None, str]]) -> UpsertCounts:
-    """Compare discovered refs with {key: (version, state)} already stored."""
+#: What an upsert compares a discovered ref with: {key: (version, state, uri)} as stored.
+Existing = dict[str, tuple[str | None, str, str]]
+
+
+def refs_to_write(refs: Sequence[DocumentRef], existing: Existing, mark_seen: bool) -> list[DocumentRef]:
+    """The refs an upsert must write: all of them when marking them seen, else the new or changed."""
+    if mark_seen:
+        return list(refs)
+    return [r for r in refs if (known := existing.get(r.key)) is None or known[0] != r.version or known[2] != r.uri]
+
+
+def count_upserts(refs: Sequence[DocumentRef], existing: Existing) -> UpsertCounts:
+    """Compare discovered refs with what is already stored."""
     new = changed = unchanged = 0
     for ref in refs:
         if ref.key not in existing:
@@ -101,7 +112,7 @@ def completion_stats(durations: Sequence[float]) -> CompletionStats:
 
 
 # -- operations: the events both backends write ------------------------------------------------
-def discovery_kinds(refs: Sequence[DocumentRef], existing: dict[str, tuple[str | None, str]]) -> list[list[str]]:
+def discovery_kinds(refs: Sequence[DocumentRef], existing: Existing) -> list[list[str]]:
     """[[key, "discovered" | "changed"], …] for the refs an upsert creates or changes (once per key)."""
     kinds: dict[str, str] = {}
     for ref in refs:

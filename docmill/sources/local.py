@@ -6,7 +6,7 @@ import glob
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -43,9 +43,24 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def matches(rel_path: str, patterns: list[str]) -> bool:
     """Whether a relative posix path matches any glob; a pattern without ``/`` also matches base names."""
-    name = rel_path.rsplit("/", 1)[-1]
-    return any(_glob_regex(p).match(rel_path) or ("/" not in p and _glob_regex(p).match(name))
-               for p in patterns)
+    return _matcher(tuple(patterns))(rel_path)
+
+
+@cache
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """One compiled test for a list of globs (discovery calls it for every file)."""
+    if not patterns:
+        return lambda _rel: False
+    if any(p in ("**", "**/*") for p in patterns):
+        return lambda _rel: True
+    whole = re.compile("|".join(f"(?:{_glob_regex(p).pattern})" for p in patterns))
+    names = [p for p in patterns if "/" not in p]
+    base = re.compile("|".join(f"(?:{_glob_regex(p).pattern})" for p in names)) if names else None
+
+    def test(rel: str) -> bool:
+        return bool(whole.match(rel) or (base is not None and base.match(rel.rsplit("/", 1)[-1])))
+
+    return test
 
 
 def _human(size: float) -> str:
@@ -72,21 +87,26 @@ class LocalSource:
             self.pattern = "/".join(parts[first:])
         else:
             self.root = Path(raw).resolve()
+        self._pattern = _matcher((self.pattern,)) if self.pattern else None
+        self._included = _matcher(tuple(cfg.include))
+        self._excluded = _matcher(tuple(cfg.exclude))
 
     def discover(self) -> Iterator[DocumentRef]:
         """Walk the root; yields files in a stable order."""
         if not self.root.exists():
             raise SourceError(f"source {self.name!r}: {self.root} does not exist")
         if self.root.is_file():
-            yield self._ref(self.root, self.root.name, self.root.stat())
+            yield self._ref(str(self.root), self.root.name, self.root.stat())
             return
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise SourceError(f"source {self.name!r}: cannot read folder {self.root} (permission denied)")
-        yield from self._walk(self.root, "", set())
+        yield from self._walk(str(self.root), "", set())
 
-    def _walk(self, folder: Path, prefix: str, visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
+    def _walk(self, folder: str, prefix: str, visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
+        # Plain strings and DirEntry stats: a re-run walks every file, and pathlib objects cost
+        # more than the stat itself.
         try:
-            st = folder.stat()
+            st = os.stat(folder)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             return  # an unreadable sub-folder is skipped; its files were never known
@@ -102,8 +122,8 @@ class LocalSource:
                 if entry.is_symlink() and not self.cfg.follow_symlinks:
                     continue
                 if entry.is_dir():
-                    if not matches(rel + "/", self.cfg.exclude) and not matches(rel, self.cfg.exclude):
-                        yield from self._walk(Path(entry.path), rel + "/", visiting)
+                    if not self._excluded(rel + "/") and not self._excluded(rel):
+                        yield from self._walk(entry.path, rel + "/", visiting)
                     continue
                 if not entry.is_file():
                     continue
@@ -111,15 +131,15 @@ class LocalSource:
             except OSError:
                 continue  # dangling link or a file removed while walking
             if self._wanted(rel):
-                yield self._ref(Path(entry.path), rel, file_stat)
+                yield self._ref(entry.path, rel, file_stat)
 
     def _wanted(self, rel: str) -> bool:
-        if self.pattern and not matches(rel, [self.pattern]):
+        if self._pattern is not None and not self._pattern(rel):
             return False
-        return matches(rel, self.cfg.include) and not matches(rel, self.cfg.exclude)
+        return self._included(rel) and not self._excluded(rel)
 
-    def _ref(self, path: Path, rel: str, st: os.stat_result) -> DocumentRef:
-        return DocumentRef(source=self.name, key=rel, uri=str(path), size=st.st_size,
+    def _ref(self, path: str, rel: str, st: os.stat_result) -> DocumentRef:
+        return DocumentRef(source=self.name, key=rel, uri=path, size=st.st_size,
                            version=f"{st.st_size}:{st.st_mtime_ns}")
 
     def _path(self, key: str) -> Path:

@@ -196,6 +196,20 @@ def test_upsert_tolerates_a_key_listed_twice(backend: Backend) -> None:
     assert len(docs) == 1 and docs[0].uri == "/moved.md"
 
 
+def test_upsert_without_marking_writes_only_new_and_changed(backend: Backend) -> None:
+    backend.open_run(RUN, "{}")
+    backend.upsert_documents(RUN, refs(4), 1)
+    moved = DocumentRef(source="src", key="doc00003", uri="/elsewhere/doc00003.md", size=103, version="v1")
+    counts = backend.upsert_documents(RUN, [*refs(1, version="v2"), *refs(2, start=1), moved, *refs(1, start=4)],
+                                      2, mark_seen=False)
+    assert (counts.new, counts.changed, counts.unchanged) == (1, 1, 3)
+    stored = {r[0]: r[1:] for r in rows(backend, "SELECT doc_key, version, uri, state FROM documents")}
+    assert stored["doc00000"][0] == "v2" and stored["doc00004"][2] == "pending"
+    assert stored["doc00003"][1] == "/elsewhere/doc00003.md", "a document found at a new path is rewritten"
+    # Unmarked documents were not stamped by pass 2: only a marking pass protects them from removal.
+    assert sorted(backend.remove_unseen(RUN, "src", 2)) == ["/data/doc00001.md", "/data/doc00002.md"]
+
+
 def test_changed_version_sends_finished_documents_back_to_pending(backend: Backend) -> None:
     enqueue(backend, 3)
     done = claim_one(backend)

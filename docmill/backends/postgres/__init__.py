@@ -52,6 +52,7 @@ from docmill.backends.base import (
 )
 from docmill.backends.common import (
     FENCED_DETAIL,
+    Existing,
     chunk_rows,
     count_upserts,
     discovery_kinds,
@@ -61,6 +62,7 @@ from docmill.backends.common import (
     from_blob,
     fts_query,
     new_token_prefix,
+    refs_to_write,
     run_from_row,
     to_blob,
 )
@@ -393,7 +395,8 @@ class PostgresBackend:
         self._rowcount(Q["request_shutdown"], {"run_id": run_id})
 
     # -- discovery -------------------------------------------------------------------
-    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int) -> UpsertCounts:
+    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int, *,
+                         mark_seen: bool = True) -> UpsertCounts:
         """Enqueue new documents and re-enqueue changed ones; idempotent. Wakes idle workers."""
         if not refs:
             return UpsertCounts()
@@ -412,13 +415,14 @@ class PostgresBackend:
         keys = [r.key for r in unique]
 
         def body(c: psycopg.Connection[Any]) -> UpsertCounts:
-            existing = {k: (v, s) for k, v, s in c.execute(
+            existing: Existing = {k: (v, s, u) for k, v, s, u in c.execute(
                 Q["existing_versions"], {"run_id": run_id, "source": source, "keys": keys})}
-            c.execute(Q["upsert_documents"], {
-                "run_id": run_id, "source": source, "generation": generation, "keys": keys,
-                "uris": [r.uri for r in unique], "priorities": [r.priority for r in unique],
-                "depths": [r.depth for r in unique], "sizes": [r.size for r in unique],
-                "versions": [r.version for r in unique]})
+            if todo := refs_to_write(unique, existing, mark_seen):
+                c.execute(Q["upsert_documents"], {
+                    "run_id": run_id, "source": source, "generation": generation, "keys": [r.key for r in todo],
+                    "uris": [r.uri for r in todo], "priorities": [r.priority for r in todo],
+                    "depths": [r.depth for r in todo], "sizes": [r.size for r in todo],
+                    "versions": [r.version for r in todo]})
             counts = count_upserts(refs, existing)
             if kinds := discovery_kinds(unique, existing):
                 c.execute(Q["discovery_events"], {"run_id": run_id, "source": source,

@@ -51,7 +51,7 @@ UPDATE runs SET shutdown_requested = true, updated_at = now() WHERE run_id = %(r
 
 -- existing_versions --
 -- What the run already knows of some keys of one source.
-SELECT doc_key, version, state FROM documents
+SELECT doc_key, version, state, uri FROM documents
 WHERE run_id = %(run_id)s AND source = %(source)s AND doc_key = ANY(%(keys)s::text[])
 
 -- upsert_documents --

@@ -30,6 +30,7 @@ from docmill.backends.base import (
 )
 from docmill.backends.common import (
     FENCED_DETAIL,
+    Existing,
     batched,
     chunk_rows,
     completion_stats,
@@ -41,6 +42,7 @@ from docmill.backends.common import (
     from_blob,
     fts_query,
     new_token_prefix,
+    refs_to_write,
     run_from_row,
     to_blob,
 )
@@ -148,26 +150,35 @@ class SQLiteBackend:
             c.execute(Q["request_shutdown"], {"run_id": run_id})
 
     # -- discovery -------------------------------------------------------------------
-    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int) -> UpsertCounts:
+    def upsert_documents(self, run_id: str, refs: Sequence[DocumentRef], generation: int, *,
+                         mark_seen: bool = True) -> UpsertCounts:
         """Enqueue new documents and re-enqueue changed ones."""
         if not refs:
             return UpsertCounts()
         source = refs[0].source
         if any(r.source != source for r in refs):
             raise ValueError("upsert_documents takes refs of one source per call")
+        if not mark_seen and not refs_to_write(refs, self._existing(self.conn, run_id, source, refs), False):
+            # Nothing new or changed (a re-run of an unchanged source): no write lock, no write.
+            return UpsertCounts(unchanged=len(refs))
         with self._write() as c:
-            existing: dict[str, tuple[str | None, str]] = {}
-            for part in batched([r.key for r in refs]):
-                sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
-                for key, version, state in c.execute(sql, (run_id, source, *part)):
-                    existing[key] = (version, state)
+            existing = self._existing(c, run_id, source, refs)
             c.executemany(Q["upsert_document"], [
                 {"run_id": run_id, "source": r.source, "doc_key": r.key, "uri": r.uri, "priority": r.priority,
                  "depth": r.depth, "size": r.size, "version": r.version, "generation": generation}
-                for r in refs])
+                for r in refs_to_write(refs, existing, mark_seen)])
             if kinds := discovery_kinds(refs, existing):
                 c.execute(Q["discovery_events"], {"run_id": run_id, "source": source, "keys": json.dumps(kinds)})
         return count_upserts(refs, existing)
+
+    @staticmethod
+    def _existing(c: sqlite3.Connection, run_id: str, source: str, refs: Sequence[DocumentRef]) -> Existing:
+        existing: Existing = {}
+        for part in batched([r.key for r in refs]):
+            sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
+            for key, version, state, uri in c.execute(sql, (run_id, source, *part)):
+                existing[key] = (version, state, uri)
+        return existing
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""

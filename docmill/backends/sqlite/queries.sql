@@ -47,7 +47,7 @@ UPDATE runs SET shutdown_requested = 1, updated_at = now() WHERE run_id = :run_i
 
 -- existing_versions --
 -- What the run already knows of some keys of one source (chunked by the caller).
-SELECT doc_key, version, state FROM documents
+SELECT doc_key, version, state, uri FROM documents
 WHERE run_id = ? AND source = ? AND doc_key IN ({keys})
 
 -- upsert_document --

@@ -1,0 +1,71 @@
+"""The local source: what a walk lists, in what order, and what its globs take or skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from docmill.config import SourceConfig
+from docmill.sources.local import LocalSource, matches
+
+
+def _tree(root: Path) -> None:
+    for rel in ("a.md", "b.txt", "sub/c.md", "sub/deep/d.pdf", "sub/.hidden.md", ".git/config",
+                "node_modules/x.js", "build/out.md"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(rel)
+
+
+def _keys(root: Path, **kwargs: object) -> list[str]:
+    return [r.key for r in LocalSource(SourceConfig(name="s", path=str(root), **kwargs)).discover()]
+
+
+@pytest.mark.parametrize(("rel", "patterns", "expected"), [
+    ("a.md", ["**/*"], True),
+    ("sub/deep/d.pdf", ["**"], True),
+    ("sub/c.md", ["*.md"], True),            # no "/": the base name is matched too
+    ("sub/c.md", ["sub/*.md"], True),
+    ("sub/deep/d.md", ["sub/*.md"], False),  # "*" stays within one folder
+    ("sub/deep/d.md", ["sub/**/*.md"], True),
+    ("sub/deep/d.md", ["**/deep/*"], True),
+    ("b.txt", ["*.md", "*.pdf"], False),
+    ("b.txt", ["*.md", "?.txt"], True),
+    ("b.txt", [], False),
+])
+def test_glob_matching(rel: str, patterns: list[str], expected: bool) -> None:
+    assert matches(rel, patterns) is expected
+
+
+def test_walk_lists_files_in_order_and_skips_hidden_and_tool_folders(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert _keys(tmp_path) == ["a.md", "b.txt", "build/out.md", "sub/c.md", "sub/deep/d.pdf"]
+    assert "sub/.hidden.md" in _keys(tmp_path, include_hidden=True)
+    assert ".git/config" not in _keys(tmp_path, include_hidden=True)
+
+
+def test_include_exclude_and_glob_roots(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert _keys(tmp_path, include=["*.md"], exclude=["build"]) == ["a.md", "sub/c.md"]
+    assert _keys(tmp_path, exclude=["sub/**"]) == ["a.md", "b.txt", "build/out.md"]
+    assert [r.key for r in LocalSource(SourceConfig(name="s", path=f"{tmp_path}/sub/**/*.pdf")).discover()] \
+        == ["deep/d.pdf"]
+
+
+def test_a_ref_carries_path_size_and_version(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("hello")
+    (ref,) = LocalSource(SourceConfig(name="s", path=str(tmp_path))).discover()
+    st = (tmp_path / "a.md").stat()
+    assert (ref.uri, ref.size, ref.version) == (str(tmp_path / "a.md"), 5, f"5:{st.st_mtime_ns}")
+    (single,) = LocalSource(SourceConfig(name="s", path=str(tmp_path / "a.md"))).discover()
+    assert (single.key, single.uri) == ("a.md", str(tmp_path / "a.md"))
+
+
+def test_a_symlink_loop_is_walked_once(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.md").write_text("x")
+    os.symlink(tmp_path, tmp_path / "sub" / "back")
+    assert _keys(tmp_path, follow_symlinks=True) == ["sub/x.md"]
+    assert _keys(tmp_path) == ["sub/x.md"]
