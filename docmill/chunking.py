@@ -28,6 +28,9 @@ PREFIX_SEPARATOR = "\n\n"
 SPECIAL_TOKENS = 2
 #: Without a tokenizer (HTTP providers) a token is taken to be about this many characters.
 CHARS_PER_TOKEN = 4
+#: A section longer than capacity x this many characters practically never fits one chunk, so it goes
+#: to the splitter without being measured first (a wrong guess costs time, never correctness).
+MAX_CHARS_PER_TOKEN = 12
 #: A heading prefix may take at most this share of the model's input; longer ones are cut, so
 #: a pathological heading path cannot squeeze the chunk text down to nothing.
 MAX_PREFIX_SHARE = 4
@@ -76,8 +79,6 @@ class Chunker:
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         """Chunks of ``doc`` in reading order, ordinals 0..n-1; blank sections give no chunks."""
         markdown = doc.mime == "text/markdown"
-        # Plan every non-blank section first, then split all sections that share a splitter in
-        # one chunk_all_indices call: the Rust side splits them in parallel (about 2x on 2 cores).
         plans: list[tuple[int, Section, str, tuple[bool, int, int]]] = []
         base = 0  # offset of the current section in full_text(doc)
         for section in doc.sections:
@@ -89,24 +90,44 @@ class Chunker:
                 overlap = self._cfg.overlap if self._cfg.overlap < capacity else capacity // 2
                 plans.append((base, section, prefix, (markdown, capacity, overlap)))
             base += len(section.text) + len(SECTION_SEPARATOR)
-        splits: list[list[tuple[int, str]]] = [[] for _ in plans]
-        for key in dict.fromkeys(plan[3] for plan in plans):
-            members = [i for i, plan in enumerate(plans) if plan[3] == key]
+        # A section that fits its capacity is one chunk as it stands: counting its tokens once is
+        # all the sizing it needs. Only longer sections go through the splitter, which measures
+        # its candidate pieces over and over (the larger part of chunking time when run on all).
+        whole = self._fitting(plans)
+        splits: list[list[tuple[int, str, int | None]]] = [[] for _ in plans]
+        for i, count in whole.items():
+            text = plans[i][1].text
+            stripped = text.lstrip()
+            splits[i] = [(len(text) - len(stripped), stripped.rstrip(), count)]
+        # Sections sharing a splitter are split in one chunk_all_indices call: the Rust side splits
+        # them in parallel (about 2x on 2 cores).
+        for key in dict.fromkeys(plan[3] for i, plan in enumerate(plans) if i not in whole):
+            members = [i for i, plan in enumerate(plans) if plan[3] == key and i not in whole]
             results = self._splitter(*key).chunk_all_indices([plans[i][1].text for i in members])
             for i, result in zip(members, results, strict=True):
-                splits[i] = result
-        pieces = [(offset + start, text, prefix, section.heading_path, section.page)
+                splits[i] = [(start, text, None) for start, text in result if text.strip()]
+        pieces = [(offset + start, text, count, prefix, section.heading_path, section.page)
                   for (offset, section, prefix, _), split in zip(plans, splits, strict=True)
-                  for start, text in split if text.strip()]
-        counts = self._count_many([p[1] for p in pieces])
+                  for start, text, count in split]
+        unknown = [i for i, piece in enumerate(pieces) if piece[2] is None]
+        counts = [piece[2] or 0 for piece in pieces]
+        for i, count in zip(unknown, self._count_many([pieces[i][1] for i in unknown]), strict=True):
+            counts[i] = count
         return [
             Chunk(ordinal=ordinal, text=text,
                   embed_text=f"{prefix}{PREFIX_SEPARATOR}{text}" if prefix else text,
                   heading_path=heading_path, page=page,
                   char_start=start, char_end=start + len(text), token_count=count)
-            for ordinal, ((start, text, prefix, heading_path, page), count) in enumerate(zip(pieces, counts,
-                                                                                            strict=True))
+            for ordinal, ((start, text, _, prefix, heading_path, page), count) in enumerate(zip(pieces, counts,
+                                                                                               strict=True))
         ]
+
+    def _fitting(self, plans: list[tuple[int, Section, str, tuple[bool, int, int]]]) -> dict[int, int]:
+        """{plan index: tokens} of the sections whose whole text fits their chunk capacity. Texts
+        far too long to fit are not tokenized here at all (the splitter measures them anyway)."""
+        short = [i for i, plan in enumerate(plans) if len(plan[1].text) <= plan[3][1] * MAX_CHARS_PER_TOKEN]
+        counts = self._count_many([plans[i][1].text.strip() for i in short])
+        return {i: n for i, n in zip(short, counts, strict=True) if n <= plans[i][3][1]}
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` without special tokens (estimated from characters without a tokenizer)."""
