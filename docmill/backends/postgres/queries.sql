@@ -96,17 +96,21 @@ logged AS (
     FROM gone g JOIN runs r ON r.run_id = g.run_id)
 SELECT uri FROM gone ORDER BY id
 
--- claim_commits_async --
--- A claim's commit does not wait for the WAL flush. Should the server crash before the flush, the
--- claim is forgotten and the document is simply claimed again by someone: the first holder's
--- completion is then fenced off (its lease token is unknown), so no result is lost or doubled.
--- Completions, failures and releases keep synchronous commits: they are the results.
-SET LOCAL synchronous_commit = off
-
--- bury_exhausted --
--- Expired claims that already used every attempt go to the dead-letter queue instead of looping;
--- their open attempts end as lost. SKIP LOCKED: a row another claimer is burying is its business.
-WITH buried AS (
+-- claim_documents --
+-- One statement, one round trip: lease up to %(limit)s documents (pending and due, or claimed with a
+-- lapsed lease; priority, then age) and dead-letter lapsed claims that used every attempt.
+-- Each branch walks its partial index and skips rows other claimers hold (SKIP LOCKED), so
+-- concurrent claimers never wait for each other and never get the same row. The lapsed branch
+-- leaves out rows that used every attempt: the buried branch dead-letters those instead of
+-- looping. The same statement writes the attempts history (it closes what a lost earlier holder
+-- left open and opens one row per claim) and the trace.
+-- It commits without waiting for the WAL flush (set_config … true: this transaction only). Should
+-- the server crash before the flush, the claim is forgotten and the document is claimed again by
+-- someone: the first holder's completion is then fenced off (its lease token is unknown), so no
+-- result is lost or doubled. Completions, failures and releases keep synchronous commits.
+WITH async_commit AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), buried AS (
     UPDATE documents
     SET state = 'dead', lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
         error_class = 'WorkerLost',
@@ -117,29 +121,14 @@ WITH buried AS (
                  WHERE run_id = %(run_id)s AND state = 'claimed' AND lease_expires_at < now()
                    AND attempts >= %(max_attempts)s
                  FOR UPDATE SKIP LOCKED)
-    RETURNING id, run_id, error_class, last_error),
-closed AS (
+    RETURNING id, run_id, error_class, last_error
+), buried_closed AS (
     UPDATE attempts SET outcome = 'lost', finished_at = now(),
         error_class = coalesce(error_class, 'WorkerLost'),
         error_message = coalesce(error_message, 'lease expired before the worker finished')
     WHERE document_id IN (SELECT id FROM buried) AND outcome IS NULL
-    RETURNING run_id, document_id, worker_id, attempt)
-INSERT INTO events (run_id, document_id, kind, worker_id, detail)
-SELECT run_id, document_id, 'lost', worker_id,
-       jsonb_build_object('attempt', attempt, 'message', 'lease expired before the worker finished')
-FROM closed
-UNION ALL
-SELECT run_id, id, 'dead', NULL, jsonb_build_object('error_class', error_class, 'message', last_error)
-FROM buried
-
--- claim_documents --
--- Lease up to %(limit)s documents: pending and due, or claimed with a lapsed lease; priority, then age.
--- Each branch walks its partial index and skips rows other claimers hold (SKIP LOCKED), so
--- concurrent claimers never wait for each other and never get the same row. The lapsed branch
--- leaves out rows that used every attempt: bury_exhausted dead-letters those. The same statement
--- writes the attempts history: it closes what a lost earlier holder of a re-claimed document left
--- open and opens one row per claim (one round trip, and the rows stay locked for less time).
-WITH pending AS (
+    RETURNING run_id, document_id, worker_id, attempt
+), pending AS (
     SELECT id, priority FROM documents
     WHERE run_id = %(run_id)s AND state = 'pending' AND available_at <= now()
     ORDER BY priority DESC, id
@@ -174,17 +163,29 @@ WITH pending AS (
     INSERT INTO attempts (document_id, run_id, attempt, worker_id, lease_token)
     SELECT id, run_id, attempts, %(worker_id)s, lease_token FROM claimed
 ), logged AS (
-    -- The trace: the lost holder of a re-claimed document, then the new claim.
+    -- The trace: lost holders (of buried and of re-claimed documents), the dead letters, the claims.
     INSERT INTO events (run_id, document_id, kind, worker_id, detail)
     SELECT run_id, document_id, 'lost', worker_id,
            jsonb_build_object('attempt', attempt, 'message', 'lease expired before the worker finished')
-    FROM closed
+    FROM (SELECT * FROM buried_closed UNION ALL SELECT * FROM closed) AS lost
+    UNION ALL
+    SELECT run_id, id, 'dead', NULL, jsonb_build_object('error_class', error_class, 'message', last_error)
+    FROM buried
     UNION ALL
     SELECT run_id, id, 'claimed', %(worker_id)s,
            jsonb_build_object('attempt', attempts, 'lease_expires_at', extract(epoch FROM lease_expires_at))
     FROM claimed
 )
-SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth FROM claimed
+SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth
+FROM claimed, async_commit
+
+-- claims_of_prefix --
+-- The documents one claim statement leased (its tokens share a prefix): how a claimer whose
+-- connection broke mid-statement learns whether that statement committed.
+SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth
+FROM documents
+WHERE run_id = %(run_id)s AND state = 'claimed' AND claimed_by = %(worker_id)s
+  AND starts_with(lease_token, %(token_prefix)s || '-')
 
 -- extend_leases --
 -- Push leases forward while their holder still has them.
