@@ -35,9 +35,34 @@ MAX_CHARS_PER_TOKEN = 12
 #: a pathological heading path cannot squeeze the chunk text down to nothing.
 MAX_PREFIX_SHARE = 4
 
+#: semantic-text-splitter slows down more than linearly on long text without paragraph breaks (a
+#: 10 MB single line took 469 s, 1.6 MB 16 s); cut into windows of this size it stays linear, at
+#: the price of chunk overlap across window edges, which are paragraph breaks where there are any.
+WINDOW_CHARS = 32_000
+
 _PREFIX_CACHE_SIZE = 4096
 
 _Splitter = TextSplitter | MarkdownSplitter
+
+
+def windows(text: str, size: int = WINDOW_CHARS) -> list[tuple[int, str]]:
+    """``text`` as consecutive (offset, slice) windows of at most ``size`` characters, each cut at
+    the last paragraph break, else line break, else sentence end, else space before the limit."""
+    out: list[tuple[int, str]] = []
+    start = 0
+    while len(text) - start > size:
+        limit = start + size
+        cut = -1
+        for mark in ("\n\n", "\n", ". ", " "):
+            found = text.rfind(mark, start + size // 2, limit)
+            if found != -1:
+                cut = found + len(mark)
+                break
+        end = cut if cut != -1 else limit
+        out.append((start, text[start:end]))
+        start = end
+    out.append((start, text[start:]))
+    return out
 
 
 def full_text(doc: ParsedDocument) -> str:
@@ -101,11 +126,13 @@ class Chunker:
             splits[i] = [(len(text) - len(stripped), stripped.rstrip(), count)]
         # Sections sharing a splitter are split in one chunk_all_indices call: the Rust side splits
         # them in parallel (about 2x on 2 cores).
+        # Long sections are split window by window (see WINDOW_CHARS).
         for key in dict.fromkeys(plan[3] for i, plan in enumerate(plans) if i not in whole):
-            members = [i for i, plan in enumerate(plans) if plan[3] == key and i not in whole]
-            results = self._splitter(*key).chunk_all_indices([plans[i][1].text for i in members])
-            for i, result in zip(members, results, strict=True):
-                splits[i] = [(start, text, None) for start, text in result if text.strip()]
+            members = [(i, start, window) for i, plan in enumerate(plans) if plan[3] == key and i not in whole
+                       for start, window in windows(plan[1].text)]
+            results = self._splitter(*key).chunk_all_indices([window for _, _, window in members])
+            for (i, base, _), result in zip(members, results, strict=True):
+                splits[i] += [(base + start, text, None) for start, text in result if text.strip()]
         pieces = [(offset + start, text, count, prefix, section.heading_path, section.page)
                   for (offset, section, prefix, _), split in zip(plans, splits, strict=True)
                   for start, text, count in split]
@@ -179,4 +206,4 @@ class Chunker:
         return splitter
 
 
-__all__ = ["Chunker", "full_text"]
+__all__ = ["Chunker", "full_text", "windows"]

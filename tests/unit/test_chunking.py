@@ -8,7 +8,7 @@ import random
 import pytest
 import tokenizers
 
-from docmill.chunking import Chunker, full_text
+from docmill.chunking import Chunker, full_text, windows
 from docmill.config import ChunkingConfig
 from docmill.embedders.local_onnx import tokenizer_file
 from docmill.models import Chunk, ParsedDocument, Section
@@ -188,3 +188,29 @@ def test_chunker_does_not_change_the_callers_tokenizer(tok: tokenizers.Tokenizer
     Chunker(ChunkingConfig(), tok, MODEL_MAX).chunk(
         ParsedDocument(title=None, sections=[Section(prose(5))], mime="text/plain"))
     assert tok.to_str() == before
+
+
+def test_windows_cut_at_the_best_break_and_cover_the_text() -> None:
+    text = prose(400, seed=3)  # paragraphs of five sentences
+    parts = windows(text, size=2000)
+    assert len(parts) > 1 and "".join(w for _, w in parts) == text
+    assert all(len(w) <= 2000 and text[start:start + len(w)] == w for start, w in parts)
+    assert all(w.endswith("\n\n") for _, w in parts[:-1]), "cut after a paragraph break"
+    one_line = "word " * 2000
+    assert all(w.endswith(" ") for _, w in windows(one_line, size=999)[:-1])
+    assert windows("x" * 2500, size=1000) == [(0, "x" * 1000), (1000, "x" * 1000), (2000, "x" * 500)]
+
+
+def test_a_long_section_without_breaks_is_chunked_within_limits(tok: tokenizers.Tokenizer) -> None:
+    # One 200,000-character line: split window by window (whole, the splitter slows down more than
+    # linearly on such text); chunks still respect the limits and map back to the text.
+    rng = random.Random(5)
+    line = " ".join(rng.choice(_WORDS) for _ in range(25_000))
+    doc = ParsedDocument(title="t", sections=[Section(text=line)], mime="text/plain")
+    chunks = Chunker(ChunkingConfig(chunk_size=128, chunk_overlap=16), tok, MODEL_MAX).chunk(doc)
+    text = full_text(doc)
+    assert all(text[c.char_start:c.char_end] == c.text for c in chunks)
+    assert max(c.token_count for c in chunks) <= 128
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    assert all(a.char_start < b.char_start for a, b in itertools.pairwise(chunks))
+    assert chunks[0].char_start == 0 and chunks[-1].char_end == len(line)
