@@ -726,6 +726,18 @@ def test_deeply_nested_html_does_not_hit_the_recursion_limit() -> None:
     assert full_text(parse(page, "deep.html")) == "deep text"
 
 
+def test_html_nested_beyond_any_real_page_is_read_as_text() -> None:
+    # Lexbor's tree building is quadratic in depth (100,000 levels took 26 s): past MAX_NESTING the
+    # page's text is kept without its structure instead.
+    depth = 100_000
+    page = ("<h1>Title</h1>" + "<div>" * depth + "deep &amp; text" + "</div>" * depth + "<p>after</p>").encode()
+    doc = parse(page, "deep.html")
+    assert full_text(doc) == "Title\ndeep & text\nafter"
+    assert "ignored" in str(doc.metadata["structure"])
+    shallow = parse(("<h1>Title</h1>" + "<div>" * 900 + "<p>text</p>" + "</div>" * 900).encode(), "ok.html")
+    assert shallow.sections[0].heading_path == ("Title",) and "structure" not in shallow.metadata
+
+
 def test_json_nested_past_the_recursion_limit_is_corrupt_not_a_crash() -> None:
     # Valid JSON, but nested deeper than Python's json module can follow.
     with pytest.raises(CorruptDocumentError, match="invalid JSON: nested too deeply"):
