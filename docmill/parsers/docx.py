@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from docx.oxml.ns import qn
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
-from docmill.errors import CorruptDocumentError
+from docmill.errors import CorruptDocumentError, DocumentTooLargeError
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
 from docmill.parsers.text import TITLE_MAX_CHARS, SectionWriter
@@ -25,10 +26,14 @@ _TITLE_STYLE = "title"
 # Custom heading styles usually derive from a built-in one; look this far up the chain.
 _MAX_STYLE_DEPTH = 4
 _HYPERLINK_RELTYPE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink"
+#: python-docx unzips every part of the package into memory: a few MB of zipped XML can expand to
+#: gigabytes (a zip bomb). Real documents, images included, stay far below this.
+MAX_EXPANDED_BYTES = 1_000_000_000
 
 
 def parse(data: bytes, name: str) -> ParsedDocument:
     """Parse a DOCX; a package python-docx cannot open raises CorruptDocumentError."""
+    _check_expansion(data, name)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # zipfile, lxml and python-docx each raise their own types
@@ -37,6 +42,19 @@ def parse(data: bytes, name: str) -> ParsedDocument:
         return _read(document, name)
     except Exception as exc:
         raise CorruptDocumentError(f"corrupt DOCX: {exc or type(exc).__name__} ({name})") from exc
+
+
+def _check_expansion(data: bytes, name: str) -> None:
+    """Refuse a package whose parts unzip to more than MAX_EXPANDED_BYTES (the sizes its directory
+    declares, which are also what zipfile will read)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            expanded = sum(info.file_size for info in package.infolist())
+    except (zipfile.BadZipFile, ValueError):
+        return  # not a readable zip: python-docx says what is wrong with it
+    if expanded > MAX_EXPANDED_BYTES:
+        raise DocumentTooLargeError(f"DOCX unzips to {expanded / 1e9:.1f} GB, over {MAX_EXPANDED_BYTES / 1e9:.0f} GB: "
+                                    f"refused as a likely zip bomb ({name})")
 
 
 def _read(document: DocxDocument, name: str) -> ParsedDocument:

@@ -13,7 +13,7 @@ import docx
 import pytest
 from fpdf import FPDF
 
-from docmill.errors import CorruptDocumentError, PermanentError, UnsupportedFormatError
+from docmill.errors import CorruptDocumentError, DocumentTooLargeError, PermanentError, UnsupportedFormatError
 from docmill.models import ParsedDocument
 from docmill.parsers import EXTENSIONS, SUPPORTED_FORMATS, detect_format, parse, parser_for, register
 from tests import corpus
@@ -742,3 +742,13 @@ def test_json_nested_past_the_recursion_limit_is_corrupt_not_a_crash() -> None:
     # Valid JSON, but nested deeper than Python's json module can follow.
     with pytest.raises(CorruptDocumentError, match="invalid JSON: nested too deeply"):
         parse(b"[" * 100_000 + b"]" * 100_000, "deep.json")
+
+
+def test_a_docx_that_unzips_too_large_is_refused_before_it_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import docmill.parsers.docx as docx_parser
+
+    data = corpus.autoscaling_docx()
+    assert parse(data, "report.docx").sections  # within the limit: read as usual
+    monkeypatch.setattr(docx_parser, "MAX_EXPANDED_BYTES", 10_000)  # this small package is "a bomb" now
+    with pytest.raises(DocumentTooLargeError, match="zip bomb"):
+        parse(data, "report.docx")
