@@ -124,15 +124,14 @@ class Chunker:
             text = plans[i][1].text
             stripped = text.lstrip()
             splits[i] = [(len(text) - len(stripped), stripped.rstrip(), count)]
-        # Sections sharing a splitter are split in one chunk_all_indices call: the Rust side splits
-        # them in parallel (about 2x on 2 cores).
-        # Long sections are split window by window (see WINDOW_CHARS).
+        # The windows (see WINDOW_CHARS) of all sections sharing a splitter go to one
+        # chunk_all_indices call: the Rust side splits them in parallel (about 2x on 2 cores).
         for key in dict.fromkeys(plan[3] for i, plan in enumerate(plans) if i not in whole):
             members = [(i, start, window) for i, plan in enumerate(plans) if plan[3] == key and i not in whole
                        for start, window in windows(plan[1].text)]
             results = self._splitter(*key).chunk_all_indices([window for _, _, window in members])
-            for (i, base, _), result in zip(members, results, strict=True):
-                splits[i] += [(base + start, text, None) for start, text in result if text.strip()]
+            for (i, window_start, _), result in zip(members, results, strict=True):
+                splits[i] += [(window_start + start, text, None) for start, text in result if text.strip()]
         pieces = [(offset + start, text, count, prefix, section.heading_path, section.page)
                   for (offset, section, prefix, _), split in zip(plans, splits, strict=True)
                   for start, text, count in split]
