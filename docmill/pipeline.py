@@ -509,7 +509,10 @@ class Pipeline:
         its own lease): a batch of small documents costs one commit, not one each."""
         if not flights:
             return
-        items = [(f.prepared.doc, self._result(f.prepared)) for f in flights if f.prepared is not None]
+        items = []
+        for flight in flights:
+            assert flight.prepared is not None  # only prepared documents wait for vectors
+            items.append((flight.prepared.doc, self._result(flight.prepared)))
         try:
             oks = self._timed("store", lambda: self.backend.complete_many(items))
         except Exception as exc:

@@ -160,6 +160,11 @@ class _VectorTextLoader(Loader):
         return np.array(text.split(","), dtype=np.float32) if text else np.zeros(0, dtype=np.float32)
 
 
+def _run_again(_conn: psycopg.Connection[Any]) -> None:
+    """``recover`` for reads: whatever a cut-off read did, reading again is the answer."""
+    return None
+
+
 def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
     return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
                             lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
@@ -310,8 +315,9 @@ class PostgresBackend:
                 unknown = recover is not None
 
     def _read(self, body: Callable[[psycopg.Connection[Any]], _T]) -> _T:
-        """A read-only operation (same reconnect rules as writes)."""
-        return self._run(body)
+        """A read-only operation: its statements run as they are, one round trip each, with no
+        transaction around them; cut off by a broken connection, it simply runs again."""
+        return self._run(body, recover=_run_again)
 
     def close(self) -> None:
         """Close the connection."""
@@ -529,9 +535,9 @@ class PostgresBackend:
             work.append((doc, params, rows))
 
         def body(c: psycopg.Connection[Any]) -> list[bool]:
-            # Every statement is sent before any result is read, so the batch costs one round trip:
-            # a fenced document's chunk rows are held back by the SQL itself (insert_chunk only
-            # writes for an attempt that closed as done), not by a decision made here.
+            # No result is read before every statement is sent (pipelined, the batch is one round
+            # trip): a fenced document's chunk rows are held back by the SQL itself (insert_chunk
+            # only writes for an attempt that closed as done), not by a decision made here.
             cursors = []
             for _doc, params, rows in work:
                 cur = c.cursor()
@@ -755,7 +761,7 @@ class PostgresBackend:
                         f"{dims}: search with the embedding model used for ingest")
             return rows
 
-        return self._hits(self._read(body))
+        return self._hits(self._run(body))  # a transaction: SET LOCAL lasts until its end
 
     def text_search(self, query: str, k: int, run_ids: Sequence[str] | None) -> list[SearchHit]:
         """Top ``k`` chunks by full-text rank (any of the question's words, ranked by ts_rank_cd)."""

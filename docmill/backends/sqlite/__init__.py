@@ -158,27 +158,23 @@ class SQLiteBackend:
         source = refs[0].source
         if any(r.source != source for r in refs):
             raise ValueError("upsert_documents takes refs of one source per call")
-        if not mark_seen and not refs_to_write(refs, self._existing(self.conn, run_id, source, refs), False):
-            # Nothing new or changed (a re-run of an unchanged source): no write lock, no write.
-            return UpsertCounts(unchanged=len(refs))
-        with self._write() as c:
-            existing = self._existing(c, run_id, source, refs)
-            c.executemany(Q["upsert_document"], [
-                {"run_id": run_id, "source": r.source, "doc_key": r.key, "uri": r.uri, "priority": r.priority,
-                 "depth": r.depth, "size": r.size, "version": r.version, "generation": generation}
-                for r in refs_to_write(refs, existing, mark_seen)])
-            if kinds := discovery_kinds(refs, existing):
-                c.execute(Q["discovery_events"], {"run_id": run_id, "source": source, "keys": json.dumps(kinds)})
-        return count_upserts(refs, existing)
-
-    @staticmethod
-    def _existing(c: sqlite3.Connection, run_id: str, source: str, refs: Sequence[DocumentRef]) -> Existing:
+        # Read before taking the write lock (as PostgreSQL reads at READ COMMITTED): only the leader
+        # writes versions, and an unchanged source (a re-run) then needs no lock and no write at all.
         existing: Existing = {}
         for part in batched([r.key for r in refs]):
             sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
-            for key, version, state, uri in c.execute(sql, (run_id, source, *part)):
+            for key, version, state, uri in self.conn.execute(sql, (run_id, source, *part)):
                 existing[key] = (version, state, uri)
-        return existing
+        if todo := refs_to_write(refs, existing, mark_seen):
+            with self._write() as c:
+                c.executemany(Q["upsert_document"], [
+                    {"run_id": run_id, "source": r.source, "doc_key": r.key, "uri": r.uri, "priority": r.priority,
+                     "depth": r.depth, "size": r.size, "version": r.version, "generation": generation}
+                    for r in todo])
+                if kinds := discovery_kinds(refs, existing):
+                    c.execute(Q["discovery_events"], {"run_id": run_id, "source": source,
+                                                      "keys": json.dumps(kinds)})
+        return count_upserts(refs, existing)
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""
