@@ -289,16 +289,16 @@ def test_database_restart_is_survived(pg_server: PgCluster, fresh_pg_url: str) -
         listener.close()
 
 
-def _cut_the_connection(pg: PostgresBackend, *, after_the_claim: bool) -> None:
-    """The server drops the backend's connection just before or just after its next claim statement."""
+def _cut_the_connection(pg: PostgresBackend, statement: str, *, after: bool) -> None:
+    """The server drops the backend's connection just before or just after its next ``statement``."""
     real_execute = pg.conn.execute
 
     def execute(query: Any, params: Any = None) -> Any:
-        if query is Q["claim_documents"] and not after_the_claim:
+        if query is Q[statement] and not after:
             real_execute("SELECT pg_terminate_backend(pg_backend_pid())")
         cursor = real_execute(query, params)
-        if query is Q["claim_documents"] and after_the_claim:
-            # The claim has committed; the server goes away before the client hears of it.
+        if query is Q[statement] and after:
+            # The statement has committed; the server goes away before the client hears of it.
             real_execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return cursor
 
@@ -309,16 +309,37 @@ def test_a_claim_cut_off_mid_statement_is_recovered_not_stranded(pg: PostgresBac
     pg.open_run(RUN, "{}")
     pg.upsert_documents(RUN, [DocumentRef("src", k, f"/{k}") for k in "abcd"], 1)
     first = pg.conn
-    _cut_the_connection(pg, after_the_claim=True)
+    _cut_the_connection(pg, "claim_documents", after=True)
     docs = pg.claim(RUN, "w", 2, 60.0, 3)
     assert pg.conn is not first, "the backend reconnected"
     assert [d.key for d in docs] == ["a", "b"], "the committed claim was found, not made again"
     assert pg.counts(RUN) == {"pending": 2, "claimed": 2, "done": 0, "dead": 0}
     assert pg.complete(docs[0], result(["recovered"], seed=1)), "its lease token is the one stored"
 
-    _cut_the_connection(pg, after_the_claim=False)  # a claim that never reached the server
+    _cut_the_connection(pg, "claim_documents", after=False)  # a claim that never reached the server
     assert [d.key for d in pg.claim(RUN, "w", 1, 60.0, 3)] == ["c"], "is simply made again"
     assert pg.counts(RUN) == {"pending": 1, "claimed": 2, "done": 1, "dead": 0}
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["after-commit", "before-commit"])
+def test_a_completion_cut_off_mid_statement_is_known_not_guessed(pg: PostgresBackend, after: bool) -> None:
+    pg.open_run(RUN, "{}")
+    pg.upsert_documents(RUN, [DocumentRef("src", k, f"/{k}") for k in "ab"], 1)
+    a, b = pg.claim(RUN, "w", 2, 60.0, 3)
+    pg.reset_claims(RUN, 0.0, "operator")  # both leases taken away; a is claimed again, b stays lost
+    a = pg.claim(RUN, "w", 1, 60.0, 3)[0]
+    assert a.key == "a"
+    first = pg.conn
+    _cut_the_connection(pg, "complete_documents", after=after)
+    outcome = pg.complete_many([(a, result(["one", "two"], seed=1)), (b, result(["stale"], seed=2))])
+    assert pg.conn is not first, "the backend reconnected"
+    assert outcome == [True, False], "the completion reports what it did, committed once"
+    assert pg.counts(RUN) == {"pending": 1, "claimed": 0, "done": 1, "dead": 0}
+    texts = [t for (t,) in pg.conn.execute("SELECT text FROM chunks ORDER BY document_id, ordinal")]
+    assert texts == ["one", "two"], "chunks written once, none from the fenced document"
+    outcomes = dict(pg.conn.execute("SELECT lease_token, outcome FROM attempts WHERE lease_token = ANY(%s)",
+                                    ([a.lease_token, b.lease_token],)).fetchall())
+    assert outcomes == {a.lease_token: "done", b.lease_token: "fenced"}
 
 
 def test_pool_recycle_replaces_old_connections(fresh_pg_url: str) -> None:

@@ -21,7 +21,7 @@ import re
 import struct
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from importlib import resources
 from typing import Any, ClassVar, TypeVar
 
@@ -170,12 +170,38 @@ def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
                             lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
 
 
+def _completion_params(items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> dict[str, Any]:
+    """The column arrays of ``complete_documents``: one entry per document, per chunk, per cached text."""
+    done = [done_params(doc.id, doc.lease_token, doc.version, result) for doc, result in items]
+    rows = [row for doc, result in items for row in chunk_rows(doc.id, result)]
+    cache: dict[tuple[str, str], bytes] = {}
+    for _doc, result in items:
+        for text_hash, vector in zip(result.text_hashes, result.vectors, strict=True):
+            cache.setdefault((result.model_id, text_hash), to_blob(vector))
+    keys = sorted(cache)  # one order for every completion: overlapping cache inserts cannot deadlock
+    params: dict[str, Any] = {
+        name: [d[key] for d in done] for name, key in (
+            ("ids", "id"), ("tokens", "lease_token"), ("versions", "version"),
+            ("content_hashes", "content_hash"), ("titles", "title"), ("mimes", "mime"),
+            ("chunk_counts", "chunk_count"), ("links", "links"), ("metadata", "metadata"))}
+    params["details"] = [done_detail(result) for _doc, result in items]
+    params.update({name: [r[key] for r in rows] for name, key in (
+        ("chunk_documents", "document_id"), ("ordinals", "ordinal"), ("texts", "text"),
+        ("heading_paths", "heading_path"), ("pages", "page"), ("char_starts", "char_start"),
+        ("char_ends", "char_end"), ("token_counts", "token_count"), ("text_hashes", "text_hash"),
+        ("embeddings", "embedding"))})
+    params["dims"] = [len(r["embedding"]) for r in rows]
+    params.update(cache_models=[k[0] for k in keys], cache_hashes=[k[1] for k in keys],
+                  cache_blobs=[cache[k] for k in keys])
+    return params
+
+
 class PostgresBackend:
     """The Backend Protocol on PostgreSQL + pgvector; one connection per object."""
 
     #: Seconds to keep reconnecting before an operation gives up (tests shorten it).
     reconnect_deadline: float = RECONNECT_DEADLINE
-    _vector_oid: ClassVar[dict[str, int]] = {}  # per database URL: the oid of the vector type
+    _vector_type: ClassVar[dict[str, TypeInfo]] = {}  # per database URL: the vector type's oids
 
     def __init__(self, url: str, config: Config) -> None:
         self.url = url
@@ -226,23 +252,24 @@ class PostgresBackend:
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         """Teach a new connection the vector type (when it exists yet) and re-issue its LISTENs."""
         self._vector_ready = False
-        oid = self._vector_oid.get(self.url)
-        if oid is None:
+        info = self._vector_type.get(self.url)
+        if info is None:
             info = TypeInfo.fetch(conn, "vector")
             if info is not None:
-                oid = self._vector_oid[self.url] = info.oid
+                self._vector_type[self.url] = info
         for channel in self._channels:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        if oid is None:
+        if info is None:
             return  # before init_schema created the extension: _vectors() asks again when needed
 
         class VectorDumper(_VectorDumper):
             pass
 
-        VectorDumper.oid = oid
+        VectorDumper.oid = info.oid
+        info.register(conn)  # so that a list of vectors is sent as vector[]
         conn.adapters.register_dumper(np.ndarray, VectorDumper)
-        conn.adapters.register_loader(oid, _VectorBinaryLoader)
-        conn.adapters.register_loader(oid, _VectorTextLoader)
+        conn.adapters.register_loader(info.oid, _VectorBinaryLoader)
+        conn.adapters.register_loader(info.oid, _VectorTextLoader)
         self._vector_ready = True
 
     def _vectors(self) -> None:
@@ -273,7 +300,7 @@ class PostgresBackend:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _run(self, body: Callable[[psycopg.Connection[Any]], _T], pipeline: bool = False,
+    def _run(self, body: Callable[[psycopg.Connection[Any]], _T],
              recover: Callable[[psycopg.Connection[Any]], _T | None] | None = None) -> _T:
         """Run ``body`` in one transaction; reconnect and run it again if the connection broke before
         the commit (nothing was written then). A failure during COMMIT leaves the outcome unknown,
@@ -294,7 +321,7 @@ class PostgresBackend:
                 if recover is not None:
                     found = recover(self.conn) if unknown else None
                     return found if found is not None else body(self.conn)
-                with self.conn.pipeline() if pipeline else nullcontext(), self.conn.transaction():
+                with self.conn.transaction():
                     result = body(self.conn)
                     body_done = True
                 return result
@@ -517,50 +544,39 @@ class PostgresBackend:
         return self.complete_many([(doc, result)])[0]
 
     def complete_many(self, items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> list[bool]:
-        """Complete several documents in one transaction, each fenced by its own lease: one commit
-        and about one round trip for the lot. Returns, per document, False when it was fenced."""
-        work = []
-        cache: dict[str, dict[str, bytes]] = {}  # model → text hash → vector
-        for doc, result in items:
-            rows = chunk_rows(doc.id, result)
-            if rows:
-                dims = int(result.vectors.shape[1])
-                self._vectors()
-                self._ensure_hnsw_index(dims)
-                vectors = cache.setdefault(result.model_id, {})
-                for row in rows:
-                    row["dims"], row["lease_token"] = dims, doc.lease_token
-                    vectors.setdefault(row["text_hash"], to_blob(row["embedding"]))
-            params = {**done_params(doc.id, doc.lease_token, doc.version, result), "detail": done_detail(result)}
-            work.append((doc, params, rows))
+        """Complete several documents in one statement (one round trip, one commit), each fenced by
+        its own lease. Returns, per document, False when it was fenced. After a connection cut
+        mid-statement, the attempts it would have closed tell whether it committed."""
+        if not items:
+            return []
+        docs = [doc for doc, _result in items]
+        params = _completion_params(items)
+        dims = {int(result.vectors.shape[1]) for _doc, result in items if result.chunks}
+        if dims:
+            self._vectors()
+        for d in sorted(dims):
+            self._ensure_hnsw_index(d)
 
         def body(c: psycopg.Connection[Any]) -> list[bool]:
-            # No result is read before every statement is sent (pipelined, the batch is one round
-            # trip): a fenced document's chunk rows are held back by the SQL itself (insert_chunk
-            # only writes for an attempt that closed as done), not by a decision made here.
-            cursors = []
-            for _doc, params, rows in work:
-                cur = c.cursor()
-                cur.execute(Q["complete_document"], params)
-                cursors.append(cur)
-                if rows:
-                    with c.cursor() as chunk_cur:
-                        chunk_cur.executemany(Q["insert_chunk"], rows)
-            for model_id, vectors in sorted(cache.items()):
-                # Keys sorted: two transactions caching overlapping texts take them in one order.
-                keys = sorted(vectors)
-                c.execute(Q["cache_vectors"], {"model_id": model_id, "hashes": keys,
-                                               "blobs": [vectors[k] for k in keys]})
-            states = [cur.fetchone()[0] for cur in cursors]
-            for (doc, _params, _rows), state in zip(work, states, strict=True):
-                if state == DocState.PENDING:  # a newer version arrived meanwhile: wake a worker for it
-                    c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
+            states = [row[1] for row in c.execute(Q["complete_documents"], params)]
+            if DocState.PENDING in states:  # a newer version arrived meanwhile: wake a worker for it
+                self._notify_runs(c, docs)
             return [state is not None for state in states]
 
-        # Pipeline mode costs ~1.2 ms to enter and leave here, a plain round trip ~0.35 ms: it pays
-        # for itself from about four statements (measured: 10 inserts 1.9 ms pipelined, 4.7 plain),
-        # so a lone document without chunks (one statement) goes without it.
-        return self._run(body, pipeline=len(work) > 1 or any(rows for _doc, _params, rows in work))
+        def recover(c: psycopg.Connection[Any]) -> list[bool] | None:
+            outcome = dict(c.execute(Q["completions_of_tokens"], {"tokens": params["tokens"]}).fetchall())
+            if not any(outcome.get(t) in ("done", "fenced") for t in params["tokens"]):
+                return None  # it did not commit: complete again
+            self._notify_runs(c, docs)  # its state changes may have been missed: wake idle workers
+            return [outcome.get(t) == "done" for t in params["tokens"]]
+
+        return self._run(body, recover=recover)
+
+    @staticmethod
+    def _notify_runs(c: psycopg.Connection[Any], docs: Sequence[ClaimedDocument]) -> None:
+        """Wake the idle workers of these documents' runs."""
+        for run_id in sorted({d.run_id for d in docs}):
+            c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:
         """Mark a document whose content hash did not change as done; its chunks stay."""

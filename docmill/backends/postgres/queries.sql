@@ -193,41 +193,81 @@ UPDATE documents SET lease_expires_at = now() + make_interval(secs => %(lease)s)
 WHERE lease_token = ANY(%(tokens)s::text[]) AND state = 'claimed'
 RETURNING lease_token
 
--- complete_document --
--- Fenced completion in one statement: mark the document done (or pending again when a newer version
--- was discovered meanwhile), drop its old chunks, and close the attempt as done, or as fenced when the
--- lease was lost. Returns one row: the new state, or NULL when fenced.
-WITH done AS (
-    UPDATE documents
-    SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done' ELSE 'pending' END,
-        attempts = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN attempts ELSE 0 END,
+-- complete_documents --
+-- Fenced completion of a batch of documents in one statement (one round trip, one commit). Each
+-- document whose lease still holds is marked done (pending again when a newer version was discovered
+-- meanwhile) and gets its new chunks: rows 0..n-1 are written over the old ones of the same ordinal,
+-- older rows beyond n are dropped (disjoint rows, so the order in which the two sub-statements run
+-- does not matter). A fenced document writes nothing but its attempt's closing: fenced. Each attempt
+-- closes as done or fenced with its trace event, and the chunk vectors join the embedding cache (keys
+-- sorted by the caller: two completions caching overlapping texts take them in one order).
+-- Returns per document, in input order, its id and new state (NULL when fenced).
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(versions)s::text[],
+                         %(content_hashes)s::text[], %(titles)s::text[], %(mimes)s::text[],
+                         %(chunk_counts)s::integer[], %(links)s::jsonb[], %(metadata)s::jsonb[],
+                         %(details)s::jsonb[])
+        WITH ORDINALITY AS t (id, lease_token, version, content_hash, title, mime, chunk_count, links,
+                              metadata, detail, n)
+), done AS (
+    UPDATE documents AS d
+    SET state = CASE WHEN d.version IS NOT DISTINCT FROM i.version THEN 'done' ELSE 'pending' END,
+        attempts = CASE WHEN d.version IS NOT DISTINCT FROM i.version THEN d.attempts ELSE 0 END,
         lease_token = NULL, claimed_by = NULL, lease_expires_at = NULL,
-        done_version = %(version)s, content_hash = %(content_hash)s, title = %(title)s, mime = %(mime)s,
-        chunk_count = %(chunk_count)s, links = %(links)s::jsonb, metadata = %(metadata)s::jsonb,
+        done_version = i.version, content_hash = i.content_hash, title = i.title, mime = i.mime,
+        chunk_count = i.chunk_count, links = i.links, metadata = i.metadata,
         last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
-    WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
-    RETURNING id, state),
-dropped AS (
-    DELETE FROM chunks WHERE document_id IN (SELECT id FROM done)),
-closed AS (
-    UPDATE attempts
-    SET outcome = CASE WHEN EXISTS (SELECT 1 FROM done) THEN 'done' ELSE 'fenced' END,
+    FROM input AS i
+    WHERE d.id = i.id AND d.lease_token = i.lease_token AND d.state = 'claimed'
+    RETURNING d.id, d.state, i.chunk_count
+), dropped AS (
+    DELETE FROM chunks AS c USING done
+    WHERE c.document_id = done.id AND c.ordinal >= done.chunk_count
+), written AS (
+    INSERT INTO chunks (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
+                        text_hash, dims, embedding)
+    SELECT c.document_id, c.ordinal, c.text, c.heading_path, c.page, c.char_start, c.char_end,
+           c.token_count, c.text_hash, c.dims, c.embedding
+    FROM unnest(%(chunk_documents)s::bigint[], %(ordinals)s::integer[], %(texts)s::text[],
+                %(heading_paths)s::jsonb[], %(pages)s::integer[], %(char_starts)s::integer[],
+                %(char_ends)s::integer[], %(token_counts)s::integer[], %(text_hashes)s::text[],
+                %(dims)s::smallint[], %(embeddings)b::vector[])
+        AS c (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
+              text_hash, dims, embedding)
+    WHERE c.document_id IN (SELECT id FROM done)
+    ON CONFLICT (document_id, ordinal) DO UPDATE
+    SET text = excluded.text, heading_path = excluded.heading_path, page = excluded.page,
+        char_start = excluded.char_start, char_end = excluded.char_end,
+        token_count = excluded.token_count, text_hash = excluded.text_hash, dims = excluded.dims,
+        embedding = excluded.embedding
+), cached AS (
+    INSERT INTO embedding_cache (model_id, text_hash, embedding)
+    SELECT * FROM unnest(%(cache_models)s::text[], %(cache_hashes)s::text[], %(cache_blobs)s::bytea[])
+    ON CONFLICT DO NOTHING
+), closed AS (
+    UPDATE attempts AS a
+    SET outcome = CASE WHEN done.id IS NULL THEN 'fenced' ELSE 'done' END,
         finished_at = now(),
-        error_class = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL ELSE 'LeaseLost' END,
-        error_message = CASE WHEN EXISTS (SELECT 1 FROM done) THEN NULL
-                             ELSE 'completion rejected: lease lost' END
-    WHERE lease_token = %(lease_token)s
-    RETURNING run_id, document_id, worker_id, attempt, outcome),
-logged AS (
-    -- The trace's done (with %(detail)s: chunks, content hash) or fenced event.
+        error_class = CASE WHEN done.id IS NULL THEN 'LeaseLost' END,
+        error_message = CASE WHEN done.id IS NULL THEN 'completion rejected: lease lost' END
+    FROM input AS i LEFT JOIN done ON done.id = i.id
+    WHERE a.lease_token = i.lease_token
+    RETURNING a.run_id, a.document_id, a.worker_id, a.attempt, a.outcome, i.detail, done.state
+), logged AS (
+    -- The trace's done (with the caller's detail: chunks, content hash) or fenced event.
     INSERT INTO events (run_id, document_id, kind, worker_id, detail)
     SELECT run_id, document_id, outcome, worker_id,
-           CASE WHEN outcome = 'done'
-                THEN %(detail)s::jsonb || jsonb_build_object('state', (SELECT state FROM done))
+           CASE WHEN outcome = 'done' THEN detail || jsonb_build_object('state', state)
                 ELSE jsonb_build_object('reason', 'completion rejected: the lease was lost') END
            || jsonb_build_object('attempt', attempt)
-    FROM closed)
-SELECT (SELECT state FROM done)
+    FROM closed
+)
+SELECT i.id, done.state FROM input AS i LEFT JOIN done ON done.id = i.id ORDER BY i.n
+
+-- completions_of_tokens --
+-- How a completion whose connection broke mid-statement learns whether it committed: the outcome
+-- of each attempt it closed (done or fenced when it did; open or lost when it did not).
+SELECT lease_token, outcome FROM attempts WHERE lease_token = ANY(%(tokens)s::text[])
 
 -- mark_unchanged --
 -- Fenced completion of a document whose content did not change: chunks stay as they are.
@@ -237,23 +277,6 @@ SET state = CASE WHEN version IS NOT DISTINCT FROM %(version)s::text THEN 'done'
     last_error = NULL, error_class = NULL, done_at = now(), updated_at = now()
 WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
 RETURNING state
-
--- insert_chunk --
--- Store one chunk (the vector in pgvector's binary format), only when its document's attempt
--- closed as done earlier in this transaction: a fenced completion writes no chunks.
-INSERT INTO chunks (document_id, ordinal, text, heading_path, page, char_start, char_end, token_count,
-                    text_hash, dims, embedding)
-SELECT %(document_id)s::bigint, %(ordinal)s::integer, %(text)s::text, %(heading_path)s::jsonb, %(page)s::integer,
-       %(char_start)s::integer, %(char_end)s::integer, %(token_count)s::integer, %(text_hash)s::text,
-       %(dims)s::smallint, %(embedding)b::vector
-WHERE EXISTS (SELECT 1 FROM attempts WHERE lease_token = %(lease_token)s AND outcome = 'done')
-
--- cache_vectors --
--- Remember chunk texts' vectors for this model (keys sorted by the caller, so that two
--- transactions inserting overlapping keys take them in the same order and cannot deadlock).
-INSERT INTO embedding_cache (model_id, text_hash, embedding)
-SELECT %(model_id)s, h, e FROM unnest(%(hashes)s::text[], %(blobs)s::bytea[]) AS t (h, e)
-ON CONFLICT DO NOTHING
 
 -- cached_vectors --
 -- Vectors already computed for some chunk texts.
