@@ -71,7 +71,7 @@ def run_from_row(row: Sequence[Any]) -> RunInfo:
 
 
 def chunk_rows(document_id: int, result: DocumentResult) -> list[dict[str, Any]]:
-    """Parameter dicts for ``insert_chunk``, one per chunk (vector still a numpy row)."""
+    """One dict per chunk row (vector still a numpy row): SQLite inserts them, PostgreSQL sends them as arrays."""
     return [
         {"document_id": document_id, "ordinal": c.ordinal, "text": c.text,
          "heading_path": json.dumps(list(c.heading_path), ensure_ascii=False), "page": c.page,
