@@ -165,6 +165,12 @@ def _run_again(_conn: psycopg.Connection[Any]) -> None:
     return None
 
 
+def _wake(c: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
+    """Wake the idle workers of these runs (one NOTIFY per run, in a fixed order)."""
+    for run_id in sorted(set(run_ids)):
+        c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+
+
 def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
     return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
                             lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
@@ -477,7 +483,7 @@ class PostgresBackend:
                 c.execute(Q["discovery_events"], {"run_id": run_id, "source": source,
                                                   "keys": [k for k, _ in kinds], "kinds": [v for _, v in kinds]})
             if counts.new or counts.changed:
-                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+                _wake(c, [run_id])
             return counts
 
         return self._run(body)
@@ -560,23 +566,17 @@ class PostgresBackend:
         def body(c: psycopg.Connection[Any]) -> list[bool]:
             states = [row[1] for row in c.execute(Q["complete_documents"], params)]
             if DocState.PENDING in states:  # a newer version arrived meanwhile: wake a worker for it
-                self._notify_runs(c, docs)
+                _wake(c, [d.run_id for d in docs])
             return [state is not None for state in states]
 
         def recover(c: psycopg.Connection[Any]) -> list[bool] | None:
             outcome = dict(c.execute(Q["completions_of_tokens"], {"tokens": params["tokens"]}).fetchall())
             if not any(outcome.get(t) in ("done", "fenced") for t in params["tokens"]):
                 return None  # it did not commit: complete again
-            self._notify_runs(c, docs)  # its state changes may have been missed: wake idle workers
+            _wake(c, [d.run_id for d in docs])  # its state changes may have been missed: wake idle workers
             return [outcome.get(t) == "done" for t in params["tokens"]]
 
         return self._run(body, recover=recover)
-
-    @staticmethod
-    def _notify_runs(c: psycopg.Connection[Any], docs: Sequence[ClaimedDocument]) -> None:
-        """Wake the idle workers of these documents' runs."""
-        for run_id in sorted({d.run_id for d in docs}):
-            c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
 
     def complete_unchanged(self, doc: ClaimedDocument) -> bool:
         """Mark a document whose content hash did not change as done; its chunks stay."""
@@ -590,7 +590,7 @@ class PostgresBackend:
                                             "detail": event_detail(content_hash=doc.content_hash) if done
                                             else FENCED_DETAIL})
             if done and done[0] == DocState.PENDING:
-                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
+                _wake(c, [doc.run_id])
             return done is not None
 
         return self._run(body)
@@ -610,7 +610,7 @@ class PostgresBackend:
                                             "detail": event_detail(error_class=error_class, message=message,
                                                                    retry_in=retry_in)})
             if changed and retry_in is not None:
-                c.execute(Q["notify_work"], {"channel": notify_channel(doc.run_id)})
+                _wake(c, [doc.run_id])
             return changed
 
         return self._run(body)
@@ -626,8 +626,7 @@ class PostgresBackend:
             if tokens:
                 c.execute(Q["finish_released_attempts"], {"tokens": tokens})
                 held = set(tokens)
-                for run_id in sorted({d.run_id for d in docs if d.lease_token in held}):
-                    c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+                _wake(c, [d.run_id for d in docs if d.lease_token in held])
             return len(tokens)
 
         return self._run(body)
@@ -904,7 +903,7 @@ class PostgresBackend:
         def body(c: psycopg.Connection[Any]) -> list[int]:
             moved = [r[0] for r in c.execute(Q["requeue"], params)]
             if moved:
-                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+                _wake(c, [run_id])
             return moved
 
         return self._run(body)
@@ -921,7 +920,7 @@ class PostgresBackend:
         def body(c: psycopg.Connection[Any]) -> int:
             count = c.execute(Q["reset_claims"], params).rowcount
             if count:
-                c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+                _wake(c, [run_id])
             return count
 
         return self._run(body)
