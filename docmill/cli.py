@@ -183,7 +183,9 @@ def search_cmd(
         err.print("no results")
         return
     for i, h in enumerate(hits, 1):
-        where = " › ".join([*([h.title] if h.title else []), *h.heading_path])
+        # A Markdown title is usually also the first heading: say it once.
+        title = [h.title] if h.title and tuple(h.heading_path[:1]) != (h.title,) else []
+        where = " › ".join([*title, *h.heading_path])
         page = f" (page {h.page})" if h.page else ""
         # Document text and paths are escaped: "[dev]" in a chunk is text, not rich markup.
         out.print(f"[bold]{i}.[/] [cyan]{h.score:.4f}[/]  [green]{escape(h.uri)}[/]{page}", highlight=False)
