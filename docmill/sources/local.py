@@ -63,6 +63,23 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return test
 
 
+# A file name that is not valid UTF-8 reaches Python with its bad bytes as lone surrogates (U+DC80..U+DCFF),
+# which no database text column takes. Keys and URIs carry them as private-use characters U+F780..U+F7FF
+# instead (one to one, so the file can be opened again); a real name using those is vanishingly rare.
+_SURROGATE_TO_TEXT = {0xDC80 + b: 0xF780 + b for b in range(128)}
+_TEXT_TO_SURROGATE = {v: k for k, v in _SURROGATE_TO_TEXT.items()}
+
+
+def _storable(name: str) -> str:
+    """``name`` with undecodable bytes as private-use characters (identity for valid UTF-8)."""
+    return name if name.isascii() else name.translate(_SURROGATE_TO_TEXT)
+
+
+def _on_disk(name: str) -> str:
+    """The file-system name a stored key or URI stands for."""
+    return name if name.isascii() else name.translate(_TEXT_TO_SURROGATE)
+
+
 def _human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
@@ -139,32 +156,33 @@ class LocalSource:
         return self._included(rel) and not self._excluded(rel)
 
     def _ref(self, path: str, rel: str, st: os.stat_result) -> DocumentRef:
-        return DocumentRef(source=self.name, key=rel, uri=path, size=st.st_size,
+        return DocumentRef(source=self.name, key=_storable(rel), uri=_storable(path), size=st.st_size,
                            version=f"{st.st_size}:{st.st_mtime_ns}")
 
     def _path(self, key: str) -> Path:
-        return self.root if self.root.is_file() else self.root / key
+        return self.root if self.root.is_file() else self.root / _on_disk(key)
 
     def fetch(self, key: str) -> bytes:
         """Read a file, refusing it when it is larger than ``max_file_size``."""
         path = self._path(key)
+        shown = _storable(str(path))  # error messages are stored: no lone surrogates in them
         limit = self.cfg.max_file_size
         try:
             st = path.stat()
             if not stat.S_ISREG(st.st_mode):
-                raise PermanentError(f"{path} is not a regular file")
+                raise PermanentError(f"{shown} is not a regular file")
             if st.st_size > limit:
                 raise DocumentTooLargeError(f"file is {_human(st.st_size)}, over max_file_size {_human(limit)}")
             with path.open("rb") as fh:
                 data = fh.read(limit + 1)
         except FileNotFoundError:
-            raise PermanentError(f"{path} disappeared after it was discovered") from None
+            raise PermanentError(f"{shown} disappeared after it was discovered") from None
         except PermissionError:
-            raise PermanentError(f"cannot read {path}: permission denied") from None
+            raise PermanentError(f"cannot read {shown}: permission denied") from None
         except IsADirectoryError:
-            raise PermanentError(f"{path} is a folder, not a file") from None
+            raise PermanentError(f"{shown} is a folder, not a file") from None
         except OSError as exc:
-            raise PermanentError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise PermanentError(f"cannot read {shown}: {exc.strerror or exc}") from None
         if len(data) > limit:
             raise DocumentTooLargeError(f"file grew past max_file_size {_human(limit)} while reading")
         return data

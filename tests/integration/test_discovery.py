@@ -3,6 +3,7 @@ compared (nothing written), and vanished files are still found and removed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from docmill.backends.base import Backend
@@ -49,3 +50,19 @@ def test_unchanged_source_is_compared_not_written_and_vanished_files_are_removed
     third = _pass(backend, folder, 3)
     assert (third.new, third.changed, third.unchanged, third.removed) == (1, 1, 2, 1)
     assert sorted(_stamps(backend)) == ["a.txt", "c.txt", "d.txt", "e.txt"]
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_and_read_back(backend: Backend, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9 menu.txt")  # Latin-1 bytes, invalid as UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(b"soup of the day")
+    first = _pass(backend, folder, 1)
+    assert first.new == 1
+    (key,) = _stamps(backend)
+    assert key.encode("utf-8") and key.startswith("caf") and key.endswith(" menu.txt")
+    source = LocalSource(SourceConfig(name="docs", path=str(folder)))
+    assert source.fetch(key) == b"soup of the day"
+    again = _pass(backend, folder, 2)
+    assert (again.new, again.changed, again.unchanged) == (0, 0, 1)
