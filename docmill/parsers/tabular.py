@@ -21,6 +21,9 @@ JSONL_MIME = "application/x-ndjson"
 ROWS_PER_SECTION = 50
 
 _SNIFF_CHARS = 64 * 1024
+# A long text cell (an article body, a log message) is data, not corruption; the csv module's 128 KB
+# default refuses it. The file itself is already bounded by max_file_size.
+csv.field_size_limit(2**31 - 1)
 _DELIMITERS = ",;\t|"
 _JSONL_EXTENSIONS = ("jsonl", "ndjson")
 

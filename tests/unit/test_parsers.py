@@ -644,6 +644,13 @@ def test_big_csv_is_split_into_sections_of_at_most_50_rows() -> None:
     assert document.sections[2].text.splitlines()[-1] == "id: 119; label: item 119"
 
 
+def test_a_csv_cell_longer_than_the_csv_module_default_is_read() -> None:
+    body = "word " * 60_000  # 300 KB in one cell, over the stdlib's 128 KB field limit
+    document = parse(f'title,body\nLong one,"{body}"\n'.encode(), "articles.csv")
+    assert document.metadata["rows"] == 1
+    assert full_text(document).startswith("title: Long one; body: word word")
+
+
 def test_csv_dialect_is_sniffed_and_tsv_uses_tabs() -> None:
     semicolons = parse(b"city;country;population\nLyon;France;522000\nGhent;Belgium;265000\n", "c.csv")
     assert semicolons.sections[0].text.splitlines()[0] == "city: Lyon; country: France; population: 522000"
