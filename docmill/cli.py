@@ -285,7 +285,13 @@ def documents_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = N
     if as_json:
         _print_json(rows)
         return
-    table = Table("id", "uri", "state", "attempts", "chunks", "last error")
+    # The file is what a reader looks for: it gets more of a narrow terminal than the error, and wraps.
+    table = Table(expand=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("uri", ratio=3, overflow="fold")
+    for name in ("state", "attempts", "chunks"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("last error", ratio=2)
     for r in rows:
         table.add_row(str(r["id"]), Text(r["uri"]), r["state"], str(r["attempts"]), str(r["chunks"]),
                       Text(f"{r['error_class']}: {r['last_error']}" if r["last_error"] else ""))
