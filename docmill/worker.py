@@ -105,7 +105,8 @@ class Heartbeat(threading.Thread):
         tokens = w.held_tokens()
         if tokens:
             held = backend.extend_leases(tokens, lease)
-            lost = set(tokens) - held
+            # A document finished or released while the statement ran is not lost: it is no longer held.
+            lost = (set(tokens) - held) & set(w.held_tokens())
             if lost:
                 log.warning("lost %d lease(s); those documents will be finished by another worker", len(lost))
         if w.is_leader:
