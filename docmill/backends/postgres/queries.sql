@@ -510,11 +510,14 @@ WHERE run_id = %(run_id)s AND state = 'dead' GROUP BY 1 ORDER BY 2 DESC, 1
 
 -- claims --
 -- Documents held now, with when their current attempt began; lapsed leases first, then by expiry, so
--- the walk of documents_claimed stops at %(limit)s (NULL: all).
+-- the walk of documents_claimed stops at %(limit)s (NULL: all). Each attempt is looked up by its
+-- unique lease token (LIMIT 1 keeps the lookup a per-row probe: joined whole, a thousand claims made
+-- the planner hash all of attempts, depending on ANALYZE's sample).
 SELECT d.id, d.run_id, d.uri, d.claimed_by, d.attempts, extract(epoch FROM a.claimed_at)::float8,
        extract(epoch FROM d.lease_expires_at)::float8,
        extract(epoch FROM now() - coalesce(a.claimed_at, d.updated_at))::float8, d.lease_expires_at < now()
-FROM documents d LEFT JOIN attempts a ON a.lease_token = d.lease_token
+FROM documents d
+LEFT JOIN LATERAL (SELECT claimed_at FROM attempts WHERE lease_token = d.lease_token LIMIT 1) a ON true
 WHERE d.run_id = %(run_id)s AND d.state = 'claimed'
 ORDER BY d.lease_expires_at, d.id
 LIMIT %(limit)s
