@@ -25,6 +25,7 @@ from docmill.config import Config
 from docmill.embedders import create_embedder
 from docmill.errors import DocmillError
 from docmill.leader import DiscoveryReport, discover
+from docmill.liveness import pid_namespace, process_alive
 from docmill.models import RunState
 from docmill.observability import Endpoints, serve_endpoints, set_log_context
 from docmill.ops import CircuitBreaker, housekeeping
@@ -142,6 +143,7 @@ class Worker:
         self.finalized = False
         self.on_progress = on_progress
         self.breaker = CircuitBreaker(config)  # workers.circuit_breaker_threshold
+        self._next_liveness_check = 0.0
 
     def held_tokens(self) -> list[str]:
         """Lease tokens of the documents being processed now."""
@@ -170,7 +172,8 @@ class Worker:
             self.pipeline = Pipeline(self.config, backend,
                                      lambda: create_embedder(self.config.embedding, threads=self.threads),
                                      sources, self.stop, on_done=self._done)
-            backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid())
+            self._take_back_from_gone_workers(backend, registered=False)
+            backend.register_worker(self.worker_id, self.run_id, socket.gethostname(), os.getpid(), pid_namespace())
             heartbeat.start()
             endpoints = serve_endpoints(self)  # /metrics, /healthz, /readyz when monitoring.enabled
             self._loop(backend, sources)
@@ -239,6 +242,9 @@ class Worker:
                 continue
             if run.discovered_gen >= run.discovery_gen and self._drained(backend, run.state):
                 break
+            if time.monotonic() >= self._next_liveness_check:
+                self._next_liveness_check = time.monotonic() + workers.poll_interval
+                self._take_back_from_gone_workers(backend, registered=True)
             idle = IDLE_MIN if self._idle_wait(backend, idle) else min(idle * 2, workers.poll_interval)
 
     def _idle_wait(self, backend: Backend, seconds: float) -> bool:
@@ -248,6 +254,23 @@ class Worker:
             if backend.wait_for_work(self.run_id, min(left, 1.0)):
                 return True
         return False
+
+    def _take_back_from_gone_workers(self, backend: Backend, registered: bool) -> None:
+        """Claims of this run's workers on this machine whose process is gone come back now, not when
+        their leases lapse: a re-run after a crash or a SIGKILL goes on at once. Workers elsewhere (or
+        whose pids this process cannot see) are left to their leases."""
+        namespace = pid_namespace()
+        if not namespace:
+            return
+        me = os.getpid()
+        # A row with this worker's id and pid before it registered is a predecessor that had the same pid.
+        gone = [worker_id for worker_id, pid in backend.local_workers(self.run_id, socket.gethostname(), namespace)
+                if (pid == me and worker_id == self.worker_id and not registered)
+                or (pid != me and not process_alive(pid))]
+        if gone:
+            taken = backend.expire_workers(self.run_id, gone)
+            log.warning("%s exited without finishing: %d of its documents are taken back now", ", ".join(gone),
+                        taken)
 
     def _lead(self, backend: Backend) -> bool:
         self.is_leader = backend.acquire_leadership(self.run_id, self.worker_id, self.config.workers.claim_timeout)

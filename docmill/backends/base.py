@@ -16,8 +16,8 @@ import numpy as np
 from docmill.config import Config
 from docmill.models import Chunk, DocumentRef
 
-SCHEMA_VERSION = 4  # 2: the events and alert_state tables (operations); 3: rate_limits (throughput);
-#                     4: finalized_inputs (finalize skips unchanged relationships)
+SCHEMA_VERSION = 5  # 2: the events and alert_state tables (operations); 3: rate_limits (throughput);
+#                     4: finalized_inputs (finalize skips unchanged relationships); 5: workers.pid_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +291,15 @@ class Backend(Protocol):
         """Vectors already computed for these chunk texts with this model."""
 
     # -- workers ---------------------------------------------------------------------
-    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int) -> None:
-        """Record a worker process as started."""
+    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int, pid_ns: str) -> None:
+        """Record a worker process as started (``pid_ns``: the PID namespace its pid belongs to)."""
+
+    def local_workers(self, run_id: str, host: str, pid_ns: str) -> list[tuple[str, int]]:
+        """(worker id, pid) of the run's unstopped workers whose pids are visible from here."""
+
+    def expire_workers(self, run_id: str, worker_ids: list[str]) -> int:
+        """End at once the claims, leadership and finalize leases of workers whose process is gone, and
+        mark them stopped; the number of claims ended (taken over by the next claim, attempt spent)."""
 
     def beat_worker(self, worker_id: str, current_docs: int, processed: int, failed: int) -> None:
         """Record the worker's heartbeat and counters."""

@@ -509,22 +509,43 @@ def test_cached_vectors_by_model_and_text_hash(backend: Backend) -> None:
 
 def test_workers_register_beat_and_stop(backend: Backend) -> None:
     backend.open_run(RUN, "{}")
-    backend.register_worker("host-1", RUN, "host", 1234)
+    backend.register_worker("host-1", RUN, "host", 1234, "pid:[1]")
     backend.beat_worker("host-1", 3, 10, 2)
     row = rows(backend, "SELECT run_id, host, pid, current_docs, processed, failed, stopped_at FROM workers")
     assert row == [(RUN, "host", 1234, 3, 10, 2, None)]
     backend.stop_worker("host-1")
     stopped = rows(backend, "SELECT current_docs, stopped_at FROM workers WHERE worker_id = ?", "host-1")[0]
     assert stopped[0] == 0 and stopped[1] is not None
-    backend.register_worker("host-1", RUN, "host", 1234)  # the same process registering again
+    backend.register_worker("host-1", RUN, "host", 1234, "pid:[1]")  # the same process registering again
     assert rows(backend, "SELECT processed, stopped_at FROM workers") == [(0, None)]
 
 
 def test_reregistered_worker_name_takes_the_new_host_and_pid(backend: Backend) -> None:
     backend.open_run(RUN, "{}")
-    backend.register_worker("worker-1", RUN, "machine-a", 1)
-    backend.register_worker("worker-1", RUN, "machine-b", 7)
+    backend.register_worker("worker-1", RUN, "machine-a", 1, "pid:[1]")
+    backend.register_worker("worker-1", RUN, "machine-b", 7, "pid:[1]")
     assert rows(backend, "SELECT host, pid FROM workers") == [("machine-b", 7)]
+
+
+def test_a_gone_workers_claims_and_leadership_end_at_once(backend: Backend) -> None:
+    backend.open_run(RUN, "{}")
+    enqueue(backend, 3)
+    backend.register_worker("gone", RUN, "box", 41, "pid:[9]")
+    backend.register_worker("elsewhere", RUN, "box", 42, "pid:[8]")  # same host name, other PID namespace
+    assert backend.acquire_leadership(RUN, "gone", LONG)
+    held = backend.claim(RUN, "gone", 2, LONG, 3)
+    assert backend.local_workers(RUN, "box", "pid:[9]") == [("gone", 41)]
+    assert backend.claim(RUN, "w2", 3, LONG, 3)[0].id not in {d.id for d in held}  # leases still hold
+
+    assert backend.expire_workers(RUN, ["gone"]) == 2
+    taken = backend.claim(RUN, "w2", 3, LONG, 3)
+    assert {d.id for d in taken} == {d.id for d in held}, "taken over now, not when the lease lapses"
+    assert backend.acquire_leadership(RUN, "w2", LONG)
+    lost = rows(backend, "SELECT outcome, error_message FROM attempts WHERE worker_id = ?", "gone")
+    assert lost == [("lost", "worker gone (pid 41) exited while holding the document")] * 2
+    assert backend.local_workers(RUN, "box", "pid:[9]") == []  # marked stopped
+    assert backend.local_workers(RUN, "box", "pid:[8]") == [("elsewhere", 42)]
+    assert not backend.complete(held[0], result(["late"], seed=5)), "the gone worker's lease is fenced"
 
 
 def test_counts_lists_every_state(backend: Backend) -> None:

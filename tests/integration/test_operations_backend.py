@@ -154,7 +154,7 @@ def test_housekeeping_prunes_events_and_finished_runs_but_keeps_chunks(backend: 
     enqueue(backend, 2)
     for d in backend.claim(RUN, "w", 2, LONG, 3):
         assert backend.complete(d, result(["t"], seed=d.id))
-    backend.register_worker("w", RUN, "host", 1)
+    backend.register_worker("w", RUN, "host", 1, "pid:[1]")
     backend.finish_discovery(RUN, 1)
     assert backend.try_begin_finalize(RUN, "w", LONG)
     assert backend.complete_finalize(RUN, "w", [], "fp")
@@ -174,7 +174,7 @@ def test_housekeeping_prunes_events_and_finished_runs_but_keeps_chunks(backend: 
 
 def test_status_numbers(backend: Backend) -> None:
     enqueue(backend, 4)
-    backend.register_worker("w1", RUN, "host", 1)
+    backend.register_worker("w1", RUN, "host", 1, "pid:[1]")
     for d in backend.claim(RUN, "w1", 2, LONG, 3):
         assert backend.complete(d, result(["t"], seed=d.id))
     dead = claim_one(backend, "w1")

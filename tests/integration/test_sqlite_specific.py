@@ -40,3 +40,18 @@ def test_discovery_events_look_each_key_up(tmp_path: Path) -> None:
     assert any(s.startswith("SEARCH d ") and "doc_key=?" in s for s in steps), f"one lookup per key: {steps}"
     assert [e.kind for e in store.events(1)][:1] == ["discovered"]
     store.close()
+
+
+def test_a_file_from_before_a_column_was_added_gets_it(tmp_path: Path) -> None:
+    store = SQLiteBackend(tmp_path / "old.db")
+    store.init_schema()
+    # As a schema-4 file was: the workers table without pid_ns.
+    store.conn.executescript("ALTER TABLE workers DROP COLUMN pid_ns; DELETE FROM schema_version; "
+                             "INSERT INTO schema_version (version) VALUES (4);")
+    store.close()
+    reopened = SQLiteBackend(tmp_path / "old.db")
+    reopened.init_schema()
+    reopened.register_worker("w", "run", "host", 7, "pid:[1]")
+    assert reopened.conn.execute("SELECT pid_ns FROM workers").fetchall() == [("pid:[1]",)]
+    assert reopened.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 5
+    reopened.close()

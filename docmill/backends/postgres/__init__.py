@@ -658,10 +658,20 @@ class PostgresBackend:
         return notified
 
     # -- workers ---------------------------------------------------------------------
-    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int) -> None:
+    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int, pid_ns: str) -> None:
         """Record a worker process as started."""
         self._rowcount(Q["register_worker"], {"worker_id": worker_id, "run_id": run_id, "host": host,
-                                              "pid": pid})
+                                              "pid": pid, "pid_ns": pid_ns})
+
+    def local_workers(self, run_id: str, host: str, pid_ns: str) -> list[tuple[str, int]]:
+        """(worker id, pid) of the run's unstopped workers on this host and in this PID namespace."""
+        params = {"run_id": run_id, "host": host, "pid_ns": pid_ns}
+        return [(w, int(p)) for w, p in self._read(lambda c: c.execute(Q["local_workers"], params).fetchall())]
+
+    def expire_workers(self, run_id: str, worker_ids: list[str]) -> int:
+        """End the claims and leases of workers whose process is gone; how many claims ended."""
+        params = {"run_id": run_id, "worker_ids": worker_ids}
+        return int(self._run(lambda c: c.execute(Q["expire_workers"], params).fetchone()[0]))
 
     def beat_worker(self, worker_id: str, current_docs: int, processed: int, failed: int) -> None:
         """Record the worker's heartbeat and counters."""

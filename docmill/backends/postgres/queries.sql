@@ -326,9 +326,10 @@ FROM finished
 
 -- register_worker --
 -- A worker process starts.
-INSERT INTO workers (worker_id, run_id, host, pid) VALUES (%(worker_id)s, %(run_id)s, %(host)s, %(pid)s)
+INSERT INTO workers (worker_id, run_id, host, pid, pid_ns)
+VALUES (%(worker_id)s, %(run_id)s, %(host)s, %(pid)s, %(pid_ns)s)
 ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid,
-    started_at = now(), last_beat_at = now(), stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
+    pid_ns = excluded.pid_ns, started_at = now(), last_beat_at = now(), stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
 
 -- beat_worker --
 -- A worker is alive; its counters.
@@ -339,6 +340,39 @@ WHERE worker_id = %(worker_id)s
 -- stop_worker --
 -- A worker exits cleanly.
 UPDATE workers SET stopped_at = now(), current_docs = 0 WHERE worker_id = %(worker_id)s
+
+-- local_workers --
+-- The run's workers not known to have stopped that share this machine's host name and PID namespace
+-- (their processes are visible from here).
+SELECT worker_id, pid FROM workers
+WHERE run_id = %(run_id)s AND host = %(host)s AND pid_ns = %(pid_ns)s AND stopped_at IS NULL
+
+-- expire_workers --
+-- Workers whose process is gone: their claims, leadership and finalize leases end now (the next claim
+-- takes the documents over as it does any lapsed lease, spending the attempt), and they are marked
+-- stopped. The open attempts say why.
+WITH gone AS (
+    UPDATE workers SET stopped_at = now(), current_docs = 0
+    WHERE worker_id = ANY(%(worker_ids)s::text[]) AND run_id = %(run_id)s AND stopped_at IS NULL
+    RETURNING worker_id, pid),
+docs AS (
+    UPDATE documents SET lease_expires_at = now()
+    WHERE run_id = %(run_id)s AND state = 'claimed' AND claimed_by IN (SELECT worker_id FROM gone)
+    RETURNING lease_token),
+noted AS (
+    UPDATE attempts a SET error_message = 'worker ' || g.worker_id || ' (pid ' || g.pid || ') exited while '
+                                          || 'holding the document'
+    FROM gone g
+    WHERE a.lease_token IN (SELECT lease_token FROM docs) AND a.worker_id = g.worker_id
+      AND a.finished_at IS NULL),
+leases AS (
+    UPDATE runs
+    SET leader_expires_at = CASE WHEN leader_id IN (SELECT worker_id FROM gone) THEN now()
+                                 ELSE leader_expires_at END,
+        finalize_expires_at = CASE WHEN finalizer_id IN (SELECT worker_id FROM gone) THEN now()
+                                   ELSE finalize_expires_at END
+    WHERE run_id = %(run_id)s)
+SELECT count(*) FROM docs
 
 -- counts --
 -- Documents of a run by state.

@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS workers (
     stopped_at     timestamptz,
     current_docs   integer NOT NULL DEFAULT 0,
     processed      integer NOT NULL DEFAULT 0,
-    failed         integer NOT NULL DEFAULT 0
+    failed         integer NOT NULL DEFAULT 0,
+    pid_ns         text              -- /proc/self/ns/pid: whose pids this worker can see (schema 5)
 );
 
 CREATE TABLE IF NOT EXISTS relationships (

@@ -55,6 +55,10 @@ Q = load_queries(__name__)
 RL = load_queries(__name__, "ratelimit.sql")
 
 
+# (table, column, type) added to a table after schema version 1, for files created before them.
+_ADDED_COLUMNS = (("workers", "pid_ns", "TEXT"),)
+
+
 class SQLiteBackend:
     """The Backend Protocol on one SQLite file (WAL, ``BEGIN IMMEDIATE`` for every write)."""
 
@@ -92,7 +96,11 @@ class SQLiteBackend:
         with self._write() as c:
             row = c.execute("SELECT max(version) FROM schema_version").fetchone()
             if row[0] is None or row[0] < SCHEMA_VERSION:
-                # schema.sql only adds (IF NOT EXISTS), so running it brought an older file up to date.
+                # schema.sql only adds (IF NOT EXISTS), so running it brought an older file's tables up to
+                # date; columns added to existing tables since are added here.
+                for table, column, kind in _ADDED_COLUMNS:
+                    if column not in {r[1] for r in c.execute(f"PRAGMA table_info({table})")}:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 c.execute(Q["record_schema_version"], {"version": SCHEMA_VERSION})
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(f"the store {self.path} has schema version {row[0]}, newer than this "
@@ -321,10 +329,29 @@ class SQLiteBackend:
         return found
 
     # -- workers ---------------------------------------------------------------------
-    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int) -> None:
+    def register_worker(self, worker_id: str, run_id: str, host: str, pid: int, pid_ns: str) -> None:
         """Record a worker as started."""
         with self._write() as c:
-            c.execute(Q["register_worker"], {"worker_id": worker_id, "run_id": run_id, "host": host, "pid": pid})
+            c.execute(Q["register_worker"], {"worker_id": worker_id, "run_id": run_id, "host": host, "pid": pid,
+                                             "pid_ns": pid_ns})
+
+    def local_workers(self, run_id: str, host: str, pid_ns: str) -> list[tuple[str, int]]:
+        """(worker id, pid) of the run's unstopped workers on this host and in this PID namespace."""
+        rows = self.conn.execute(Q["local_workers"], {"run_id": run_id, "host": host, "pid_ns": pid_ns})
+        return [(w, int(p)) for w, p in rows]
+
+    def expire_workers(self, run_id: str, worker_ids: list[str]) -> int:
+        """End the claims and leases of workers whose process is gone; how many claims ended."""
+        ended = 0
+        with self._write() as c:
+            for worker_id in worker_ids:
+                row = c.execute("SELECT pid FROM workers WHERE worker_id = ?", (worker_id,)).fetchone()
+                params = {"run_id": run_id, "worker_id": worker_id, "pid": row[0] if row else "?"}
+                c.execute(Q["expire_worker_attempts"], params)
+                ended += c.execute(Q["expire_worker_claims"], params).rowcount
+                c.execute(Q["expire_worker_leases"], params)
+                c.execute(Q["stop_gone_worker"], params)
+        return ended
 
     def beat_worker(self, worker_id: str, current_docs: int, processed: int, failed: int) -> None:
         """Record a heartbeat."""

@@ -194,10 +194,10 @@ WHERE lease_token = :lease_token
 
 -- register_worker --
 -- A worker process starts.
-INSERT INTO workers (worker_id, run_id, host, pid, started_at, last_beat_at)
-VALUES (:worker_id, :run_id, :host, :pid, now(), now())
+INSERT INTO workers (worker_id, run_id, host, pid, pid_ns, started_at, last_beat_at)
+VALUES (:worker_id, :run_id, :host, :pid, :pid_ns, now(), now())
 ON CONFLICT (worker_id) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid,
-    started_at = now(), last_beat_at = now(),
+    pid_ns = excluded.pid_ns, started_at = now(), last_beat_at = now(),
     stopped_at = NULL, current_docs = 0, processed = 0, failed = 0
 
 -- beat_worker --
@@ -209,6 +209,35 @@ WHERE worker_id = :worker_id
 -- stop_worker --
 -- A worker exits cleanly.
 UPDATE workers SET stopped_at = now(), current_docs = 0 WHERE worker_id = :worker_id
+
+-- local_workers --
+-- The run's workers not known to have stopped that share this machine's host name and PID namespace.
+SELECT worker_id, pid FROM workers
+WHERE run_id = :run_id AND host = :host AND pid_ns = :pid_ns AND stopped_at IS NULL
+
+-- expire_worker_attempts --
+-- A gone worker's open attempts say why they ended (the next claim closes them as lost).
+UPDATE attempts SET error_message = 'worker ' || :worker_id || ' (pid ' || :pid || ') exited while holding '
+                                    || 'the document'
+WHERE worker_id = :worker_id AND finished_at IS NULL
+  AND lease_token IN (SELECT lease_token FROM documents
+                      WHERE run_id = :run_id AND state = 'claimed' AND claimed_by = :worker_id)
+
+-- expire_worker_claims --
+-- A gone worker's claims lapse now: the next claim takes them over as any lapsed lease.
+UPDATE documents SET lease_expires_at = now()
+WHERE run_id = :run_id AND state = 'claimed' AND claimed_by = :worker_id
+
+-- expire_worker_leases --
+-- A gone worker's leadership and finalize leases lapse now.
+UPDATE runs
+SET leader_expires_at = CASE WHEN leader_id = :worker_id THEN now() ELSE leader_expires_at END,
+    finalize_expires_at = CASE WHEN finalizer_id = :worker_id THEN now() ELSE finalize_expires_at END
+WHERE run_id = :run_id
+
+-- stop_gone_worker --
+-- A gone worker is marked stopped.
+UPDATE workers SET stopped_at = now(), current_docs = 0 WHERE worker_id = :worker_id AND stopped_at IS NULL
 
 -- counts --
 -- Documents of a run by state.

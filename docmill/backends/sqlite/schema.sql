@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS workers (
     stopped_at     REAL,
     current_docs   INTEGER NOT NULL DEFAULT 0,
     processed      INTEGER NOT NULL DEFAULT 0,
-    failed         INTEGER NOT NULL DEFAULT 0
+    failed         INTEGER NOT NULL DEFAULT 0,
+    pid_ns         TEXT              -- /proc/self/ns/pid: whose pids this worker can see (schema 5)
 );
 
 CREATE TABLE IF NOT EXISTS relationships (
