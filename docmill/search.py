@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend, SearchHit
-from docmill.config import Config
+from docmill.config import Config, EmbeddingConfig
 from docmill.embedders import create_embedder
+from docmill.embedders.base import Embedder
 from docmill.errors import DocmillError
 
 Mode = Literal["hybrid", "vector", "text"]
 RRF_K = 60  # the usual reciprocal-rank constant: damps the weight of the very first ranks
 CANDIDATES = 4  # each half of hybrid search contributes k * CANDIDATES candidates
+
+_query_embedders: dict[str, Embedder] = {}
+_query_embedders_lock = threading.Lock()
+
+
+def query_embedder(cfg: EmbeddingConfig) -> Embedder:
+    """The embedder for questions, loaded once per process and configuration: loading the local
+    model takes ~150 ms, embedding a question ~5 ms, and an application asks many questions."""
+    key = cfg.model_dump_json()
+    with _query_embedders_lock:
+        if key not in _query_embedders:
+            _query_embedders[key] = create_embedder(cfg)
+        return _query_embedders[key]
 
 
 def compatible_runs(backend: Backend, config: Config) -> list[str]:
@@ -62,8 +77,7 @@ def search(query: str, config: Config | str | Path | None = None, *, db: str | N
         runs = run_ids or compatible_runs(backend, cfg)
         if mode == "text":
             return backend.text_search(query, k, runs)
-        embedder = create_embedder(cfg.embedding)
-        vector_hits = backend.vector_search(embedder.embed_query(query), k * CANDIDATES, runs)
+        vector_hits = backend.vector_search(query_embedder(cfg.embedding).embed_query(query), k * CANDIDATES, runs)
         if mode == "vector":
             return vector_hits[:k]
         return fuse([vector_hits, backend.text_search(query, k * CANDIDATES, runs)], k)
