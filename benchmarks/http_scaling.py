@@ -10,13 +10,13 @@ Prints the ``docmill benchmark`` JSON plus the server's own counters.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 # The repository root replaces this folder on sys.path: benchmarks/queue.py would shadow the stdlib queue.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from benchmarks.report import emit
 from docmill.benchmark import benchmark, parse_workers
 from docmill.config import Config
 from tests.fakes.openai_server import FakeEmbeddingServer
@@ -39,10 +39,7 @@ def main() -> None:
                         storage={"pool_size": 64})
         result = benchmark(config, documents=args.documents, workers=parse_workers(args.workers), raw=False)
         result["fake_server"] = {"latency_seconds": args.latency, **server.stats()}
-    text = json.dumps(result, indent=2, default=str)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.storage.docstore import SimpleDocumentStore
 from llama_index.embeddings.fastembed import FastEmbedEmbedding
 
+from benchmarks.report import emit
 from docmill.benchmark import run_ingest, write_corpus
 from docmill.config import Config
 from docmill.embedders.local_onnx import model_file, tokenizer_file
@@ -127,10 +128,7 @@ def main() -> None:
         "ratio_first_run": round(docmill["first"]["docs_per_sec"] / llama["first"]["docs_per_sec"], 2),
         "ratio_rerun": round(docmill["rerun"]["docs_per_sec"] / llama["rerun"]["docs_per_sec"], 2),
     }
-    text = json.dumps(result, indent=2)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+    emit(result, args.output)
 
 
 if __name__ == "__main__":
