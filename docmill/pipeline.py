@@ -162,6 +162,9 @@ class Pipeline:
         self._embed_pool: ThreadPoolExecutor | None = None
         self._limiter: RateLimiter | None = None
         self._docs: dict[str, _InFlight] = {}  # lease token → document
+        # Tokens whose outcome is being written now, until they are dropped (read by the heartbeat).
+        self._settling: set[str] = set()
+        self._settling_lock = threading.Lock()
         self._preparing: dict[Future[Any], ClaimedDocument] = {}
         self._pending: deque[tuple[str, str]] = deque()  # texts to embed, in arrival order
         self._waiters: dict[str, list[str]] = {}  # text hash → lease tokens of documents waiting on it
@@ -358,6 +361,7 @@ class Pipeline:
                 self._drop(doc.lease_token)
                 return
             if prepared is None:
+                self._settle([doc])
                 ok = self._timed("store", lambda: self.backend.complete_unchanged(doc))
                 self._finish(doc, bool(ok), "unchanged")
                 self._drop(doc.lease_token)
@@ -513,6 +517,7 @@ class Pipeline:
         for flight in flights:
             assert flight.prepared is not None  # only prepared documents wait for vectors
             items.append((flight.prepared.doc, self._result(flight.prepared)))
+        self._settle([doc for doc, _ in items])
         try:
             oks = self._timed("store", lambda: self.backend.complete_many(items))
         except Exception as exc:
@@ -532,21 +537,34 @@ class Pipeline:
             with self._stats_lock:
                 self.stats.doc_seconds.append(round(now - flight.claimed_at, 6))
 
+    def settling(self) -> frozenset[str]:
+        """Lease tokens whose outcome is being stored right now: a heartbeat that finds their leases
+        gone must not call them lost (read it before the held tokens, see ``_drop``)."""
+        with self._settling_lock:
+            return frozenset(self._settling)
+
+    def _settle(self, docs: Sequence[ClaimedDocument]) -> None:
+        """Say that these documents' outcome is about to be written."""
+        with self._settling_lock:
+            self._settling.update(d.lease_token for d in docs)
+
     def _drop(self, token: str) -> None:
         """Forget a document: its chunk budget, its waits, and vectors nobody else needs."""
         flight = self._docs.pop(token, None)
-        if flight is None:
-            return
-        if flight.prepared is not None:
-            self._held_chunks -= len(flight.prepared.chunks)
-            for h in dict.fromkeys(flight.prepared.hashes):
-                waiters = self._waiters.get(h)
-                if waiters and token in waiters:
-                    waiters.remove(token)
-                if not any(f.prepared and h in f.prepared.hashes for f in self._docs.values()):
-                    self._vectors.pop(h, None)
-        if self.on_done is not None:
-            self.on_done(flight.doc)
+        if flight is not None:
+            if flight.prepared is not None:
+                self._held_chunks -= len(flight.prepared.chunks)
+                for h in dict.fromkeys(flight.prepared.hashes):
+                    waiters = self._waiters.get(h)
+                    if waiters and token in waiters:
+                        waiters.remove(token)
+                    if not any(f.prepared and h in f.prepared.hashes for f in self._docs.values()):
+                        self._vectors.pop(h, None)
+            if self.on_done is not None:
+                self.on_done(flight.doc)
+        # Only after on_done: at every instant the token is held, settling, or both.
+        with self._settling_lock:
+            self._settling.discard(token)
 
     def _result(self, p: _Prepared) -> DocumentResult:
         """What the store keeps of a prepared document whose vectors have all arrived."""
@@ -571,6 +589,7 @@ class Pipeline:
             self.stats.done += 1
 
     def _fail(self, doc: ClaimedDocument, exc: BaseException) -> None:
+        self._settle([doc])
         workers = self.config.workers
         permanent = isinstance(exc, PermanentError)
         message = str(exc) or error_class(exc)

@@ -106,8 +106,11 @@ class Heartbeat(threading.Thread):
         tokens = w.held_tokens()
         if tokens:
             held = backend.extend_leases(tokens, lease)
-            # A document finished or released while the statement ran is not lost: it is no longer held.
-            lost = (set(tokens) - held) & set(w.held_tokens())
+            # A document whose outcome was stored while the statement ran is not lost: it is being
+            # settled, or no longer held (settling is read first: a token leaves it only after it left
+            # the held ones).
+            settling = w.pipeline.settling() if w.pipeline else frozenset()
+            lost = (set(tokens) - held) & set(w.held_tokens()) - settling
             if lost:
                 log.warning("lost %d lease(s); those documents will be finished by another worker", len(lost))
         if w.is_leader:
