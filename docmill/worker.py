@@ -272,8 +272,8 @@ class Worker:
                 or (pid != me and not process_alive(pid))]
         if gone:
             taken = backend.expire_workers(self.run_id, gone)
-            log.warning("%s exited without finishing: %d of its documents are taken back now", ", ".join(gone),
-                        taken)
+            log.log(logging.WARNING if taken else logging.INFO,
+                    "%s exited without finishing: %d of its documents are taken back now", ", ".join(gone), taken)
 
     def _lead(self, backend: Backend) -> bool:
         self.is_leader = backend.acquire_leadership(self.run_id, self.worker_id, self.config.workers.claim_timeout)
