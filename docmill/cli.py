@@ -235,7 +235,8 @@ def status_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = None
     table.add_row("run", f"{data['run_id']} ({data['state']}{shutdown}), leader {leader}")
     table.add_row("documents", ", ".join(f"{k} {v}" for k, v in data["counts"].items()))
     table.add_row("chunks", str(data["chunks"]))
-    stale = [w["worker_id"] for w in data["workers"] if w["state"] == "stale"]
+    stale = [w["worker_id"] + (" gone" if w["state"] == "gone" else "") for w in data["workers"]
+             if w["state"] in ("stale", "gone")]
     table.add_row("workers", f"{data['active_workers']} active, {data['stale_workers']} stale"
                   + (f" ({', '.join(stale)})" if stale else ""))
     if data["counts"]["claimed"]:

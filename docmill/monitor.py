@@ -72,7 +72,7 @@ def evaluate(config: Config, stats: ProcessingStats, previous_dead: int | None) 
                             f"{stats.counts[DocState.PENDING]} pending, under min_throughput {mon.min_throughput}",
                             stats.throughput, mon.min_throughput))
     if stats.stale_workers:
-        stale = ", ".join(w.worker_id for w in stats.workers if w.state == "stale")
+        stale = ", ".join(w.worker_id for w in stats.workers if w.state in ("stale", "gone"))
         alerts.append(Alert("stale_workers", f"{stats.stale_workers} worker(s) stopped heartbeating: {stale}",
                             stats.stale_workers, 0))
     if previous_dead is not None and stats.failed_count > previous_dead:
@@ -137,7 +137,7 @@ class Dashboard:
         rate.add_row(f"p95 per document {p95}   ETA {eta}")
         workers = Table("worker", "state", "beat", "holding", "processed", "failed", box=None)
         for w in stats.workers[:15]:
-            style = {"running": "green", "stale": "red", "stopped": "dim"}[w.state]
+            style = {"running": "green", "stale": "red", "gone": "red", "stopped": "dim"}[w.state]
             workers.add_row(w.worker_id, f"[{style}]{w.state}[/]", f"{w.seconds_since_beat:.0f}s",
                             str(len(w.holding)), str(w.processed), str(w.failed))
         recent = Table("when", "outcome", "document", "error", box=None)

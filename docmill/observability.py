@@ -134,14 +134,14 @@ class WorkerCollector:
             if self._db_cache and time.monotonic() - self._db_cache[0] < DB_REFRESH_SECONDS:
                 return self._db_cache[1], self._db_cache[2]
             from docmill.backends import open_backend
-            from docmill.stats import is_stale
+            from docmill.stats import worker_state
 
             w = self.worker
             backend = open_backend(w.db_url, w.config)
             try:
                 counts = backend.counts(w.run_id)
-                active = sum(1 for r in backend.worker_rows(w.run_id)
-                             if r.stopped_at is None and not is_stale(r, w.config.workers.heartbeat_interval))
+                interval = w.config.workers.heartbeat_interval
+                active = sum(1 for r in backend.worker_rows(w.run_id) if worker_state(r, interval) == "running")
             finally:
                 backend.close()
             self._db_cache = (time.monotonic(), counts, active)

@@ -196,10 +196,10 @@ class FleetState:
 
 def fleet_state(backend: Backend, config: Config, run_id: str) -> FleetState:
     """Live workers (running and heartbeating) and claimed documents of the run."""
-    from docmill.stats import is_stale
+    from docmill.stats import worker_state
 
     interval = config.workers.heartbeat_interval
-    alive = [w.worker_id for w in backend.worker_rows(run_id) if w.stopped_at is None and not is_stale(w, interval)]
+    alive = [w.worker_id for w in backend.worker_rows(run_id) if worker_state(w, interval) == "running"]
     return FleetState(alive, backend.counts(run_id)[DocState.CLAIMED])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend, ClaimRow, WorkerRow
 from docmill.config import Config
 from docmill.errors import DocmillError
+from docmill.liveness import pid_namespace, process_alive
 from docmill.models import DocState
 
 #: Throughput windows: documents finished per second over the last 1, 5 and 15 minutes.
@@ -26,7 +28,7 @@ class WorkerStatus:
     worker_id: str
     host: str
     pid: int
-    state: str  # running | stale | stopped
+    state: str  # running | stale | gone (its process no longer exists, seen from this machine) | stopped
     started_at: float
     last_beat_at: float
     seconds_since_beat: float
@@ -79,9 +81,13 @@ def is_stale(worker: WorkerRow, heartbeat_interval: float) -> bool:
     return worker.stopped_at is None and worker.seconds_since_beat > 2 * heartbeat_interval + 5
 
 
-def _worker_state(w: WorkerRow, interval: float) -> str:
+def worker_state(w: WorkerRow, interval: float) -> str:
+    """running, stale, gone or stopped (see WorkerStatus.state)."""
     if w.stopped_at is not None:
         return "stopped"
+    if (w.pid_ns and w.pid_ns == pid_namespace() and w.host == socket.gethostname()
+            and not process_alive(w.pid)):
+        return "gone"  # killed: known now, not after its heartbeats go missing
     return "stale" if is_stale(w, interval) else "running"
 
 
@@ -104,7 +110,7 @@ def collect(backend: Backend, config: Config, run_id: str, claims: list[ClaimRow
     for c in held:
         if c.worker_id and not c.expired:
             holding.setdefault(c.worker_id, []).append(c.uri)
-    workers = [WorkerStatus(worker_id=w.worker_id, host=w.host, pid=w.pid, state=_worker_state(w, interval),
+    workers = [WorkerStatus(worker_id=w.worker_id, host=w.host, pid=w.pid, state=worker_state(w, interval),
                             started_at=w.started_at, last_beat_at=w.last_beat_at,
                             seconds_since_beat=round(w.seconds_since_beat, 1), stopped_at=w.stopped_at,
                             current_docs=w.current_docs, processed=w.processed, failed=w.failed,
@@ -117,7 +123,7 @@ def collect(backend: Backend, config: Config, run_id: str, claims: list[ClaimRow
         leader_expires_in=round(run.leader_expires_at - now, 1) if run.leader_expires_at else None,
         shutdown_requested=run.shutdown_requested,
         active_workers=sum(1 for w in workers if w.state == "running"),
-        stale_workers=sum(1 for w in workers if w.state == "stale"), queue_depth=queue_depth,
+        stale_workers=sum(1 for w in workers if w.state in ("stale", "gone")), queue_depth=queue_depth,
         throughput=throughput, avg_processing_time=windows["15m"].avg_seconds,
         p95_processing_time=windows["15m"].p95_seconds, failed_count=counts[DocState.DEAD], counts=counts,
         chunks=chunks, claimed_expired=sum(1 for c in held if c.expired),

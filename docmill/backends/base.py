@@ -148,6 +148,7 @@ class WorkerRow:
     processed: int
     failed: int
     seconds_since_beat: float
+    pid_ns: str  # '' for workers recorded before schema 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,15 @@ run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 
 from docmill.backends.base import SCHEMA_VERSION, Backend
 from docmill.config import Config
+from docmill.liveness import pid_namespace
 from docmill.models import DocumentRef
 from docmill.ops import CircuitBreaker, analyze, housekeeping, normalize_message, requeue, trace
 from docmill.stats import collect
@@ -170,6 +175,20 @@ def test_housekeeping_prunes_events_and_finished_runs_but_keeps_chunks(backend: 
     enqueue(backend, 1, run_id="other")
     time.sleep(0.05)
     assert backend.prune_events(0.01) >= 1  # the retention, enforced run by run
+
+
+def test_a_killed_worker_on_this_machine_shows_as_gone(backend: Backend) -> None:
+    backend.open_run(RUN, "{}")
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    here = socket.gethostname()
+    backend.register_worker("gone-1", RUN, here, exited.pid, pid_namespace())
+    backend.register_worker("alive-1", RUN, here, os.getpid(), pid_namespace())
+    backend.register_worker("remote-1", RUN, "another-machine", exited.pid, pid_namespace())
+    stats = collect(backend, Config(), RUN)
+    assert {w.worker_id: w.state for w in stats.workers} == {"gone-1": "gone", "alive-1": "running",
+                                                              "remote-1": "running"}
+    assert (stats.active_workers, stats.stale_workers) == (2, 1)
 
 
 def test_status_numbers(backend: Backend) -> None:

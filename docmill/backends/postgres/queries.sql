@@ -515,7 +515,7 @@ JOIN runs r ON r.run_id = d.run_id
 -- Workers of a run with the age of their last heartbeat.
 SELECT worker_id, run_id, host, pid, extract(epoch FROM started_at)::float8,
        extract(epoch FROM last_beat_at)::float8, extract(epoch FROM stopped_at)::float8, current_docs,
-       processed, failed, extract(epoch FROM now() - last_beat_at)::float8
+       processed, failed, extract(epoch FROM now() - last_beat_at)::float8, coalesce(pid_ns, '')
 FROM workers WHERE run_id = %(run_id)s ORDER BY started_at DESC
 
 -- recent_completions --

@@ -332,7 +332,7 @@ SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.r
 -- worker_rows --
 -- Workers of a run with the age of their last heartbeat.
 SELECT worker_id, run_id, host, pid, started_at, last_beat_at, stopped_at, current_docs, processed, failed,
-       now() - last_beat_at
+       now() - last_beat_at, coalesce(pid_ns, '')
 FROM workers WHERE run_id = :run_id ORDER BY started_at DESC
 
 -- recent_durations --
