@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
+from functools import cache
 
 # Platforms with no PID namespaces (macOS, BSD): every process on the host shares one pid space.
 _SHARED_PIDS = "host"
 
 
+@cache  # a process never changes PID namespace
 def pid_namespace() -> str:
     """This process's PID namespace ('' when pids cannot be checked here, as on Windows).
 
@@ -20,6 +23,11 @@ def pid_namespace() -> str:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return _SHARED_PIDS
+
+
+def visible_here(host: str, pid_ns: str) -> bool:
+    """Whether a process recorded with this host name and PID namespace shares this process's pids."""
+    return bool(pid_ns) and pid_ns == pid_namespace() and host == socket.gethostname()
 
 
 def process_alive(pid: int) -> bool:

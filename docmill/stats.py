@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend, ClaimRow, WorkerRow
 from docmill.config import Config
 from docmill.errors import DocmillError
-from docmill.liveness import pid_namespace, process_alive
+from docmill.liveness import process_alive, visible_here
 from docmill.models import DocState
 
 #: Throughput windows: documents finished per second over the last 1, 5 and 15 minutes.
@@ -85,8 +84,7 @@ def worker_state(w: WorkerRow, interval: float) -> str:
     """running, stale, gone or stopped (see WorkerStatus.state)."""
     if w.stopped_at is not None:
         return "stopped"
-    if (w.pid_ns and w.pid_ns == pid_namespace() and w.host == socket.gethostname()
-            and not process_alive(w.pid)):
+    if visible_here(w.host, w.pid_ns) and not process_alive(w.pid):
         return "gone"  # killed: known now, not after its heartbeats go missing
     return "stale" if is_stale(w, interval) else "running"
 

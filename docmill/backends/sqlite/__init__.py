@@ -345,8 +345,7 @@ class SQLiteBackend:
         ended = 0
         with self._write() as c:
             for worker_id in worker_ids:
-                row = c.execute("SELECT pid FROM workers WHERE worker_id = ?", (worker_id,)).fetchone()
-                params = {"run_id": run_id, "worker_id": worker_id, "pid": row[0] if row else "?"}
+                params = {"run_id": run_id, "worker_id": worker_id}
                 c.execute(Q["expire_worker_attempts"], params)
                 ended += c.execute(Q["expire_worker_claims"], params).rowcount
                 c.execute(Q["expire_worker_leases"], params)

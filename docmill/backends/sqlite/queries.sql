@@ -217,8 +217,9 @@ WHERE run_id = :run_id AND host = :host AND pid_ns = :pid_ns AND stopped_at IS N
 
 -- expire_worker_attempts --
 -- A gone worker's open attempts say why they ended (the next claim closes them as lost).
-UPDATE attempts SET error_message = 'worker ' || :worker_id || ' (pid ' || :pid || ') exited while holding '
-                                    || 'the document'
+UPDATE attempts SET error_message = 'worker ' || :worker_id || ' (pid '
+                                    || coalesce((SELECT pid FROM workers WHERE worker_id = :worker_id), '?')
+                                    || ') exited while holding the document'
 WHERE worker_id = :worker_id AND finished_at IS NULL
   AND lease_token IN (SELECT lease_token FROM documents
                       WHERE run_id = :run_id AND state = 'claimed' AND claimed_by = :worker_id)
