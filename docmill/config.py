@@ -104,7 +104,7 @@ class SourceConfig(_Section):
 
 
 #: The local model's batch when the config sets none (see EmbeddingConfig._local_batch).
-LOCAL_BATCH_SIZE = 4
+LOCAL_BATCH_SIZE = 1
 
 
 class EmbeddingConfig(_Section):
@@ -131,9 +131,9 @@ class EmbeddingConfig(_Section):
 
     @model_validator(mode="after")
     def _local_batch(self) -> EmbeddingConfig:
-        # Measured on the local model: a batch of 4 embeds as fast as one of 8 (28 chunks/s through the
-        # pipeline on real documents either way) and the worker peaks ~100 MB lower (375 vs 473 MB):
-        # onnxruntime's working memory grows with the rows of a batch, hardly with their length.
+        # Measured on the local model, one single-threaded run per lane: one row per run beats four
+        # (19 vs 16.5 chunks/s on one lane, 31 vs 27 full-size chunks/s on two) and peaks ~80 MB
+        # lower: onnxruntime's working memory grows with the rows of a run, and padding costs as text.
         if self.provider == "local" and "batch_size" not in self.model_fields_set:
             self.batch_size = LOCAL_BATCH_SIZE
         return self

@@ -4,12 +4,13 @@ Claimed documents go to a pool of ``workers.prepare_threads`` threads that read,
 chunk them (the model and PDFium release the GIL, so threads are enough: measured, see the README).
 Their chunks join one queue of texts to embed; the coordinator (the worker's own thread) cuts that
 queue into embedding batches that **span documents** and claim batches alike: a batch goes out
-when it holds ``batch_size`` texts (×8 for the local model, which sorts them by length inside the
-call), or when its oldest text has waited ``embedding.max_batch_wait`` ms, or at once when no more
-text is coming. A huge document streams through as many batches as it needs. Up to
-``max_concurrency`` batches are in flight (HTTP providers; the local model runs one at a time,
-with the next one queued so it never idles). Identical texts are embedded once: vectors come from
-the store's cache, or from a batch already in flight for another document.
+when it holds ``batch_size`` texts (×8 and at least 32 for the local model, which sorts them by
+length inside the call and spreads them over its lanes), or when its oldest text has waited
+``embedding.max_batch_wait`` ms, or at once when no more text is coming. A huge document streams
+through as many batches as it needs. Up to ``max_concurrency`` batches are in flight (HTTP
+providers; the local model runs one call at a time, with the next one queued so it never idles).
+Identical texts are embedded once: vectors come from the store's cache, or from a batch already in
+flight for another document.
 
 Backpressure: ``wants_work()`` is False while the worker holds ``workers.max_inflight_chunks``
 chunks or its prepare queue is full, so a slow embedder stops the claiming instead of the worker
@@ -47,8 +48,10 @@ from docmill.sources.base import Source
 
 log = logging.getLogger(__name__)
 STAGES = ("read", "parse", "chunk", "embed", "store")
-#: The local model gets this many batches per call: it sorts them by length inside (1.5x faster).
+#: The local model gets this many batches per call: it sorts them by length inside (1.5x faster) ...
 LOCAL_GROUP = 8
+#: ... and at least this many texts, so that its lanes end each call within one short text of each other.
+LOCAL_CALL_TEXTS = 32
 #: An embedding batch that failed transiently (not a 429) is tried this often before its documents fail.
 BATCH_TRIES = 3
 #: Tokens are counted as this many characters against tokens_per_minute (HTTP providers have no tokenizer).
@@ -200,7 +203,7 @@ class Pipeline:
 
     def _batch_texts(self) -> int:
         size = self.config.embedding.batch_size
-        return size if hasattr(self.embedder, "max_concurrency") else size * LOCAL_GROUP
+        return size if hasattr(self.embedder, "max_concurrency") else max(LOCAL_CALL_TEXTS, size * LOCAL_GROUP)
 
     def _limiter_for(self) -> RateLimiter | None:
         if self._limiter is None and hasattr(self.embedder, "limit_key"):

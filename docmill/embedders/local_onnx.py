@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +107,14 @@ def folded_model(source: Path) -> Path:
 class LocalOnnxEmbedder:
     """all-MiniLM-L6-v2: mean pooling over the attention mask, then L2 normalisation.
 
-    Texts are embedded ``batch_size`` at a time. Inside one ``embed`` call the texts are sorted by
-    token length before they are batched, so each batch is padded only to its own longest text,
-    and the vectors are put back in input order; padding is masked out of the pooling, so the
-    order never changes a vector.
+    The model runs on ``threads`` lanes: each lane is a single-threaded run of the one shared
+    session (onnxruntime runs concurrent calls of a session in parallel, without the GIL), and the
+    lanes take the texts of one ``embed`` call ``batch_size`` at a time, longest first. Measured on
+    2 cores, against one run of 2 intra-op threads at a time: 31 vs 23 full-size chunks/s and
+    39 vs 31 on short ones, with ~50 MB less memory (a small BERT's operators are too small to split
+    across threads, and a row of padding costs as much as a row of text). Inside one call the texts
+    are sorted by token length, so a batch of several rows is padded only to its own longest text;
+    padding is masked out of the pooling, so neither order nor batching changes a vector.
     """
 
     model_id = f"local/{MODEL_NAME}"
@@ -124,6 +129,8 @@ class LocalOnnxEmbedder:
         self.max_tokens = cfg.max_sequence_length
         self.batch_size = cfg.batch_size
         self.threads = cfg.threads or threads or os.cpu_count() or 1
+        self._lanes = (ThreadPoolExecutor(self.threads, thread_name_prefix="docmill-onnx")
+                       if self.threads > 1 else None)
 
         tok_path, onnx_path = tokenizer_file(), model_file()
         for path in (tok_path, onnx_path):
@@ -138,8 +145,8 @@ class LocalOnnxEmbedder:
         self._pad_id = self._encoder.token_to_id("[PAD]") or 0
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        # One operator at a time: a small BERT has no parallel branches worth a second pool.
+        # One thread per run, and one operator at a time: the parallelism is in the lanes.
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -147,9 +154,6 @@ class LocalOnnxEmbedder:
         # Memory patterns are planned per input shape; our batch widths vary, so they only pile up:
         # measured peak RSS 552 MB with them, 420 MB without, at the same speed.
         options.enable_mem_pattern = False
-        # Idle pool threads sleep instead of spinning, leaving the cores to the prepare threads and
-        # other workers (measured: no change in the bare embedder's speed either way).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(folded_model(onnx_path)), sess_options=options,
                                                  providers=["CPUExecutionProvider"])
@@ -172,11 +176,17 @@ class LocalOnnxEmbedder:
             return out
         encodings = self._encoder.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        # Stable sort, so equal-length texts keep their order and results are reproducible.
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            out[idx] = self._run_batch([encodings[i] for i in idx], int(lengths[idx].max()))
+        # Stable sort, so equal-length texts keep their order and results are reproducible; longest
+        # first, so the lanes end a call on short texts and finish it nearly together.
+        order = np.argsort(-lengths, kind="stable")
+        groups = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+        def run(idx: np.ndarray) -> np.ndarray:
+            return self._run_batch([encodings[i] for i in idx], int(lengths[idx].max()))
+
+        runs = self._lanes.map(run, groups) if self._lanes is not None and len(groups) > 1 else map(run, groups)
+        for idx, vectors in zip(groups, runs, strict=True):
+            out[idx] = vectors
         return out
 
     def _run_batch(self, encodings: list[tokenizers.Encoding], width: int) -> np.ndarray:
