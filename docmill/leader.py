@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from docmill.backends.base import Backend
+from docmill.backends.common import refs_to_write
 from docmill.errors import SourceError
 from docmill.sources.base import Source
 
@@ -87,3 +88,25 @@ def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: 
             report.unchanged += counts.unchanged
         seen += len(batch)
     return seen
+
+
+def sources_unchanged(backend: Backend, sources: dict[str, Source], run_id: str) -> bool:
+    """True when the sources list exactly the documents the run holds, at the versions it holds;
+    False as soon as anything differs (new, changed, moved or vanished) or a source cannot be listed.
+
+    A pure read: an ingest that finds nothing to do writes nothing at all (no run, worker, leader or
+    finalize rows), which is what makes a no-change re-run cost little more than the listing.
+    """
+    for name, source in sources.items():
+        seen = 0
+        try:
+            refs = source.discover()
+            while batch := list(islice(refs, UPSERT_BATCH)):
+                if refs_to_write(batch, backend.stored_versions(run_id, name, [r.key for r in batch]), False):
+                    return False
+                seen += len(batch)
+        except SourceError:
+            return False  # the full pass reports it
+        if seen != backend.count_source_documents(run_id, name):
+            return False
+    return True

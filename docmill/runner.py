@@ -23,9 +23,11 @@ from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend
 from docmill.config import Config, SourceConfig
 from docmill.errors import ConfigError, DocmillError, SourceError
-from docmill.models import DocState
+from docmill.leader import sources_unchanged
+from docmill.models import DocState, RunState
 from docmill.observability import setup_logging
 from docmill.pipeline import PipelineStats
+from docmill.sources import create_source
 from docmill.worker import Limit, Worker, WorkerReport, run_worker_process
 
 POLL_SECONDS = 0.5
@@ -135,6 +137,8 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.check_connection_budget(cfg, n_workers)
         backend.init_schema()
         run_id = cfg.run_id()
+        if _nothing_to_do(backend, cfg, run_id):
+            return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started)
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True))
         watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
         if watcher:
@@ -150,6 +154,19 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         return _summarise(backend, run_id, reports, errors, n_workers, limit, time.monotonic() - started)
     finally:
         backend.close()
+
+
+def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> bool:
+    """True when the run is complete, holds nothing pending or claimed, and its sources list exactly
+    what it stored: then no worker needs to start, and nothing is written."""
+    run = backend.get_run(run_id)
+    if run is None or run.state != RunState.COMPLETE or run.discovered_gen < run.discovery_gen:
+        return False
+    counts = backend.counts(run_id)
+    if counts[DocState.PENDING] or counts[DocState.CLAIMED]:
+        return False
+    sources = {s.name: create_source(s) for s in cfg.content_sources}
+    return sources_unchanged(backend, sources, run_id)
 
 
 def _run_in_process(cfg: Config, url: str, limit: int | None, threads: int,

@@ -20,6 +20,10 @@ SCHEMA_VERSION = 5  # 2: the events and alert_state tables (operations); 3: rate
 #                     4: finalized_inputs (finalize skips unchanged relationships); 5: workers.pid_ns
 
 
+#: What an upsert compares a discovered ref with: {key: (version, state, uri)} as stored.
+Existing = dict[str, tuple[str | None, str, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """One run: a configuration's documents, its leader, and whether it has drained."""
@@ -258,6 +262,9 @@ class Backend(Protocol):
         """Enqueue new documents and re-enqueue changed ones; idempotent. With ``mark_seen`` every
         ref is stamped as seen by pass ``generation`` (what ``remove_unseen`` goes by); without it,
         refs already stored unchanged are only compared, never written."""
+
+    def stored_versions(self, run_id: str, source: str, keys: Sequence[str]) -> Existing:
+        """What the run holds of these keys of one source: {key: (version, state, uri)}; a pure read."""
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents the run holds for one source (to guard against an emptied source root)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from docmill.backends.base import CompletionStats, DocumentResult, RunInfo, UpsertCounts
+from docmill.backends.base import CompletionStats, DocumentResult, Existing, RunInfo, UpsertCounts
 from docmill.models import DocumentRef
 
 #: Rows per statement when a list of keys goes into an ``IN (…)`` list.
@@ -36,10 +36,6 @@ def batched(items: Sequence[Any], size: int = IN_BATCH) -> Iterator[Sequence[Any
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-#: What an upsert compares a discovered ref with: {key: (version, state, uri)} as stored.
-Existing = dict[str, tuple[str | None, str, str]]
 
 
 def refs_to_write(refs: Sequence[DocumentRef], existing: Existing, mark_seen: bool) -> list[DocumentRef]:

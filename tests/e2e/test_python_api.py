@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from docmill import Config, get_processing_stats, ingest, search
+from docmill.backends import open_backend
+from docmill.backends.base import Backend
 from docmill.search import query_embedder
 from tests.corpus import write_good_corpus
 
@@ -26,3 +28,35 @@ def test_ingest_then_search_answers_each_question(tmp_path: Path, backend_url: s
 
     stats = get_processing_stats(config, db=backend_url)
     assert stats.counts["done"] == len(questions) and stats.chunks >= len(questions)
+
+
+def test_a_rerun_with_nothing_changed_writes_nothing(tmp_path: Path, backend_url: str) -> None:
+    write_good_corpus(tmp_path / "docs")
+    config = Config(content_sources=[{"name": "docs", "path": str(tmp_path / "docs")}])
+    first = ingest(config, db=backend_url)
+    store = open_backend(backend_url, config)
+    try:
+        before = _footprint(store, first.run_id)
+        again = ingest(config, db=backend_url, workers=2)  # no worker process is even started
+        assert (again.processed, again.embedded_chunks, again.exit_code) == (0, 0, 0)
+        assert again.counts == first.counts and again.chunks == first.chunks
+        assert _footprint(store, first.run_id) == before, "nothing to do writes nothing"
+
+        # One touched file: the full path runs (discovery, a worker, finalize) and re-checks it.
+        touched = next((tmp_path / "docs").rglob("*.md"))
+        touched.write_text(touched.read_text() + "\nOne more line about the lobby piano.\n")
+        third = ingest(config, db=backend_url)
+        assert (third.changed, third.processed, third.finalized) == (1, 1, True)
+        assert _footprint(store, first.run_id) != before
+        assert store.get_run(first.run_id).state == "complete"
+    finally:
+        store.close()
+
+
+def _footprint(store: Backend, run_id: str) -> tuple[object, ...]:
+    """What any write of an ingest would change: the run row, its workers, its documents' history."""
+    run = store.get_run(run_id)
+    assert run is not None
+    documents = store.documents(run_id, None, None)
+    return (run.updated_at, run.discovery_gen, run.finalize_count, len(store.worker_rows(run_id)),
+            tuple(len(store.events(d.id)) for d in documents))

@@ -44,6 +44,7 @@ from docmill.backends.base import (
     DocumentRow,
     ErrorRow,
     EventRow,
+    Existing,
     RateBucket,
     Relationship,
     RunInfo,
@@ -53,7 +54,6 @@ from docmill.backends.base import (
 )
 from docmill.backends.common import (
     FENCED_DETAIL,
-    Existing,
     chunk_rows,
     count_upserts,
     discovery_kinds,
@@ -169,6 +169,11 @@ def _wake(c: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
     """Wake the idle workers of these runs (one NOTIFY per run, in a fixed order)."""
     for run_id in sorted(set(run_ids)):
         c.execute(Q["notify_work"], {"channel": notify_channel(run_id)})
+
+
+def _stored_versions(c: psycopg.Connection[Any], run_id: str, source: str, keys: Sequence[str]) -> Existing:
+    return {k: (v, state, u) for k, v, state, u in c.execute(
+        Q["existing_versions"], {"run_id": run_id, "source": source, "keys": list(keys)})}
 
 
 def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
@@ -470,8 +475,7 @@ class PostgresBackend:
         keys = [r.key for r in unique]
 
         def body(c: psycopg.Connection[Any]) -> UpsertCounts:
-            existing: Existing = {k: (v, s, u) for k, v, s, u in c.execute(
-                Q["existing_versions"], {"run_id": run_id, "source": source, "keys": keys})}
+            existing = _stored_versions(c, run_id, source, keys)
             if todo := refs_to_write(unique, existing, mark_seen):
                 c.execute(Q["upsert_documents"], {
                     "run_id": run_id, "source": source, "generation": generation, "keys": [r.key for r in todo],
@@ -487,6 +491,10 @@ class PostgresBackend:
             return counts
 
         return self._run(body)
+
+    def stored_versions(self, run_id: str, source: str, keys: Sequence[str]) -> Existing:
+        """What the run holds of these keys of one source."""
+        return self._read(lambda c: _stored_versions(c, run_id, source, keys))
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents the run holds for one source (to guard against an emptied source root)."""

@@ -21,6 +21,7 @@ from docmill.backends.base import (
     DocumentRow,
     ErrorRow,
     EventRow,
+    Existing,
     RateBucket,
     Relationship,
     RunInfo,
@@ -30,7 +31,6 @@ from docmill.backends.base import (
 )
 from docmill.backends.common import (
     FENCED_DETAIL,
-    Existing,
     batched,
     chunk_rows,
     completion_stats,
@@ -168,11 +168,7 @@ class SQLiteBackend:
             raise ValueError("upsert_documents takes refs of one source per call")
         # Read before taking the write lock (as PostgreSQL reads at READ COMMITTED): only the leader
         # writes versions, and an unchanged source (a re-run) then needs no lock and no write at all.
-        existing: Existing = {}
-        for part in batched([r.key for r in refs]):
-            sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
-            for key, version, state, uri in self.conn.execute(sql, (run_id, source, *part)):
-                existing[key] = (version, state, uri)
+        existing = self.stored_versions(run_id, source, [r.key for r in refs])
         if todo := refs_to_write(refs, existing, mark_seen):
             with self._write() as c:
                 c.executemany(Q["upsert_document"], [
@@ -183,6 +179,15 @@ class SQLiteBackend:
                     c.execute(Q["discovery_events"], {"run_id": run_id, "source": source,
                                                       "keys": json.dumps(kinds)})
         return count_upserts(refs, existing)
+
+    def stored_versions(self, run_id: str, source: str, keys: Sequence[str]) -> Existing:
+        """What the run holds of these keys of one source."""
+        existing: Existing = {}
+        for part in batched(keys):
+            sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
+            for key, version, state, uri in self.conn.execute(sql, (run_id, source, *part)):
+                existing[key] = (version, state, uri)
+        return existing
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""
