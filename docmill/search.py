@@ -1,4 +1,4 @@
-"""Search: vector (cosine), text (BM25 / ts_rank) or hybrid (both, fused by reciprocal rank)."""
+"""Search: vector (cosine), text (BM25 / ts_rank) or hybrid (both, scaled to each half's best, weighted)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from docmill.embedders.base import Embedder
 from docmill.errors import DocmillError
 
 Mode = Literal["hybrid", "vector", "text"]
-RRF_K = 60  # the usual reciprocal-rank constant: damps the weight of the very first ranks
-CANDIDATES = 4  # each half of hybrid search contributes k * CANDIDATES candidates
+CANDIDATES = 8  # each half of hybrid search contributes k * CANDIDATES candidates (4 lost hit@1 on both sets)
+#: Share of the vector half in a hybrid score (the text half has the rest). Measured on two sets of
+#: real questions (benchmarks/questions): 0.6 was best or tied on both, against reciprocal rank fusion.
+VECTOR_WEIGHT = 0.6
 
 _query_embedders: dict[str, Embedder] = {}
 _query_embedders_lock = threading.Lock()
@@ -54,16 +56,22 @@ def _embedding_identity(config_json: str) -> dict[str, object] | None:
         return None
 
 
-def fuse(rankings: list[list[SearchHit]], k: int) -> list[SearchHit]:
-    """Reciprocal rank fusion: a chunk ranked high by either method rises; by both, rises most."""
+def fuse(vector_hits: list[SearchHit], text_hits: list[SearchHit], k: int) -> list[SearchHit]:
+    """Hybrid ranking: each half's scores divided by its best one (cosine and BM25 / ts_rank live on
+    different scales), then ``VECTOR_WEIGHT`` of the vector score plus the rest of the text score; a
+    chunk only one half found gets nothing from the other. Unlike reciprocal rank fusion this keeps
+    how far apart the scores are, so a clear vector winner is not pulled down by a weak keyword match:
+    hit@1 0.82 → 0.88 and 0.48 → 0.56 on the two question sets, hit@5 0.97 and 0.79 → 0.85."""
     scores: dict[int, float] = {}
     hits: dict[int, SearchHit] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    for weight, ranking in ((VECTOR_WEIGHT, vector_hits), (1.0 - VECTOR_WEIGHT, text_hits)):
+        best = max((h.score for h in ranking), default=0.0)
+        for hit in ranking:
+            share = weight * hit.score / best if best > 0 else 0.0
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + share
             hits.setdefault(hit.chunk_id, hit)
-    best = sorted(scores, key=lambda cid: -scores[cid])[:k]
-    return [replace(hits[cid], score=round(scores[cid], 6)) for cid in best]
+    ranked = sorted(scores, key=lambda cid: -scores[cid])[:k]
+    return [replace(hits[cid], score=round(scores[cid], 6)) for cid in ranked]
 
 
 def search(query: str, config: Config | str | Path | None = None, *, db: str | None = None, k: int = 10,
@@ -80,6 +88,6 @@ def search(query: str, config: Config | str | Path | None = None, *, db: str | N
         vector_hits = backend.vector_search(query_embedder(cfg.embedding).embed_query(query), k * CANDIDATES, runs)
         if mode == "vector":
             return vector_hits[:k]
-        return fuse([vector_hits, backend.text_search(query, k * CANDIDATES, runs)], k)
+        return fuse(vector_hits, backend.text_search(query, k * CANDIDATES, runs), k)
     finally:
         backend.close()
