@@ -19,6 +19,7 @@ from docmill.sources.base import Source
 
 log = logging.getLogger(__name__)
 UPSERT_BATCH = 500
+WHOLE_LISTING = 50_000
 
 
 @dataclass
@@ -98,15 +99,21 @@ def sources_unchanged(backend: Backend, sources: dict[str, Source], run_id: str)
     finalize rows), which is what makes a no-change re-run cost little more than the listing.
     """
     for name, source in sources.items():
+        # Up to WHOLE_LISTING documents, one read of the source's rows beats a lookup per batch; above
+        # that, batches keep a huge source's listing out of memory.
+        whole = backend.source_versions(run_id, name, WHOLE_LISTING)
+        stored = len(whole) if whole is not None else backend.count_source_documents(run_id, name)
         seen = 0
         try:
             refs = source.discover()
             while batch := list(islice(refs, UPSERT_BATCH)):
-                if refs_to_write(batch, backend.stored_versions(run_id, name, [r.key for r in batch]), False):
-                    return False
+                known = whole if whole is not None else backend.stored_versions(run_id, name,
+                                                                                [r.key for r in batch])
                 seen += len(batch)
+                if seen > stored or refs_to_write(batch, known, False):
+                    return False
         except SourceError:
             return False  # the full pass reports it
-        if seen != backend.count_source_documents(run_id, name):
+        if seen != stored:
             return False
     return True

@@ -24,9 +24,10 @@ class RunState(enum.StrEnum):
     COMPLETE = "complete"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a re-run builds one per file, and a frozen dataclass's __init__ costs four times as much.
+@dataclass(slots=True)
 class DocumentRef:
-    """A document as discovered by a source, before it is read."""
+    """A document as discovered by a source, before it is read (treat it as immutable)."""
 
     source: str
     key: str  # stable identity inside the source, e.g. a relative path

@@ -126,19 +126,19 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
            workers: int | None = None, limit: int | None = None, progress: Progress | None = None,
            handle_signals: bool = False) -> IngestSummary:
     """Process every document of the config's sources (or of ``sources``) until the run drains."""
+    started = time.monotonic()
     cfg = prepare_config(config, sources)
     setup_logging(cfg.logging)
     url = database_url(cfg, db)
     n_workers = workers or cfg.workers.max_workers
     threads = cfg.embedding.threads or max(1, (os.cpu_count() or 1) // n_workers)
     backend = open_backend(url, cfg)
-    started = time.monotonic()
     try:
         backend.check_connection_budget(cfg, n_workers)
         backend.init_schema()
         run_id = cfg.run_id()
-        if _nothing_to_do(backend, cfg, run_id):
-            return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started)
+        if (counts := _nothing_to_do(backend, cfg, run_id)) is not None:
+            return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started, counts)
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True))
         watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
         if watcher:
@@ -156,17 +156,17 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.close()
 
 
-def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> bool:
-    """True when the run is complete, holds nothing pending or claimed, and its sources list exactly
-    what it stored: then no worker needs to start, and nothing is written."""
+def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> dict[str, int] | None:
+    """The run's counts when it is complete, holds nothing pending or claimed, and its sources list
+    exactly what it stored: then no worker needs to start, and nothing is written. Else None."""
     run = backend.get_run(run_id)
     if run is None or run.state != RunState.COMPLETE or run.discovered_gen < run.discovery_gen:
-        return False
+        return None
     counts = backend.counts(run_id)
     if counts[DocState.PENDING] or counts[DocState.CLAIMED]:
-        return False
+        return None
     sources = {s.name: create_source(s) for s in cfg.content_sources}
-    return sources_unchanged(backend, sources, run_id)
+    return counts if sources_unchanged(backend, sources, run_id) else None
 
 
 def _run_in_process(cfg: Config, url: str, limit: int | None, threads: int,
@@ -274,7 +274,7 @@ class _ProgressWatcher(threading.Thread):
 
 
 def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], errors: list[str], n_workers: int,
-               limit: int | None, seconds: float) -> IngestSummary:
+               limit: int | None, seconds: float, counts: dict[str, int] | None = None) -> IngestSummary:
     stats = PipelineStats()
     discovery: dict[str, Any] = {}
     finalized = False
@@ -283,8 +283,8 @@ def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], err
         finalized = finalized or bool(r.get("finalized"))
         if r.get("discovery"):
             discovery = r["discovery"]
-    counts = backend.counts(run_id)
-    dead_rows = backend.documents(run_id, DocState.DEAD, MAX_DEAD_LISTED)
+    counts = counts or backend.counts(run_id)
+    dead_rows = backend.documents(run_id, DocState.DEAD, MAX_DEAD_LISTED) if counts[DocState.DEAD] else []
     return IngestSummary(
         run_id=run_id, counts=counts, documents=sum(counts.values()), chunks=backend.chunk_count(run_id),
         seconds=round(seconds, 3), docs_per_sec=round(stats.processed / seconds, 3) if seconds else 0.0,

@@ -266,6 +266,10 @@ class Backend(Protocol):
     def stored_versions(self, run_id: str, source: str, keys: Sequence[str]) -> Existing:
         """What the run holds of these keys of one source: {key: (version, state, uri)}; a pure read."""
 
+    def source_versions(self, run_id: str, source: str, limit: int) -> Existing | None:
+        """What the run holds of every document of one source, as ``stored_versions``, or None when
+        that is more than ``limit`` documents; a pure read."""
+
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents the run holds for one source (to guard against an emptied source root)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,12 @@ def refs_to_write(refs: Sequence[DocumentRef], existing: Existing, mark_seen: bo
     if mark_seen:
         return list(refs)
     return [r for r in refs if (known := existing.get(r.key)) is None or known[0] != r.version or known[2] != r.uri]
+
+
+def within(limit: int, rows: Iterable[Sequence[Any]]) -> Existing | None:
+    """``(key, version, state, uri)`` rows as Existing, or None when there are more than ``limit``."""
+    existing: Existing = {key: (version, state, uri) for key, version, state, uri in rows}
+    return existing if len(existing) <= limit else None
 
 
 def count_upserts(refs: Sequence[DocumentRef], existing: Existing) -> UpsertCounts:

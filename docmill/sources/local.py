@@ -46,12 +46,20 @@ def matches(rel_path: str, patterns: list[str]) -> bool:
     return _matcher(tuple(patterns))(rel_path)
 
 
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _takes_all(patterns: tuple[str, ...]) -> bool:
+    return any(p in ("**", "**/*") for p in patterns)
+
+
 @cache
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     """One compiled test for a list of globs (discovery calls it for every file)."""
     if not patterns:
         return lambda _rel: False
-    if any(p in ("**", "**/*") for p in patterns):
+    if _takes_all(patterns):
         return lambda _rel: True
     whole = re.compile("|".join(f"(?:{_glob_regex(p).pattern})" for p in patterns))
     names = [p for p in patterns if "/" not in p]
@@ -107,6 +115,8 @@ class LocalSource:
         self._pattern = _matcher((self.pattern,)) if self.pattern else None
         self._included = _matcher(tuple(cfg.include))
         self._excluded = _matcher(tuple(cfg.exclude))
+        everything = self._pattern is None and _takes_all(tuple(cfg.include)) and not cfg.exclude
+        self._wanted: Callable[[str], bool] | None = None if everything else self._wants
 
     def discover(self) -> Iterator[DocumentRef]:
         """Walk the root; yields files in a stable order."""
@@ -120,44 +130,62 @@ class LocalSource:
         yield from self._walk(str(self.root), "", set())
 
     def _walk(self, folder: str, prefix: str, visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
-        # Plain strings and DirEntry stats: a re-run walks every file, and pathlib objects cost
-        # more than the stat itself.
+        # Plain strings, DirEntry types and locals bound once: a no-change re-run is little more than
+        # this walk, so each file's cost above its one stat() call is kept to a few attribute reads.
+        # The folder is listed through a descriptor, so each stat() resolves one name, not the path.
         try:
-            st = os.stat(folder)
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             return  # an unreadable sub-folder is skipped; its files were never known
-        ident = (st.st_dev, st.st_ino)
-        if ident in visiting:
-            return  # a symlink pointing back up the tree
-        visiting = visiting | {ident}
+        try:
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if ident in visiting:
+                return  # a symlink pointing back up the tree
+            visiting = visiting | {ident}
+            with os.scandir(fd) as listing:
+                entries = sorted(listing, key=_entry_name)
+            yield from self._entries(folder.rstrip("/") + "/", prefix, entries, visiting)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
+    def _entries(self, base: str, prefix: str, entries: list[os.DirEntry[str]],
+                 visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
+        """The refs under one listed folder; ``base`` is its path with a trailing slash."""
+        hidden, follow = self.cfg.include_hidden, self.cfg.follow_symlinks
+        wanted, excluded = self._wanted, self._excluded
         for entry in entries:
-            if entry.name in _ALWAYS_SKIPPED or (entry.name.startswith(".") and not self.cfg.include_hidden):
+            name = entry.name
+            if name in _ALWAYS_SKIPPED or (not hidden and name.startswith(".")):
                 continue
-            rel = f"{prefix}{entry.name}"
+            rel = prefix + name
             try:
-                if entry.is_symlink() and not self.cfg.follow_symlinks:
+                # Files first: they are most entries, and is_file() reads the entry's type for free.
+                if entry.is_file():
+                    if not follow and entry.is_symlink():
+                        continue
+                    file_stat = entry.stat()
+                elif entry.is_dir():
+                    if (follow or not entry.is_symlink()) and not excluded(rel + "/") and not excluded(rel):
+                        yield from self._walk(base + name, rel + "/", visiting)
                     continue
-                if entry.is_dir():
-                    if not self._excluded(rel + "/") and not self._excluded(rel):
-                        yield from self._walk(entry.path, rel + "/", visiting)
+                else:
                     continue
-                if not entry.is_file():
-                    continue
-                file_stat = entry.stat()
             except OSError:
                 continue  # dangling link or a file removed while walking
-            if self._wanted(rel):
-                yield self._ref(entry.path, rel, file_stat)
+            if wanted is None or wanted(rel):
+                yield self._ref(base + name, rel, file_stat)
 
-    def _wanted(self, rel: str) -> bool:
+    def _wants(self, rel: str) -> bool:
         if self._pattern is not None and not self._pattern(rel):
             return False
         return self._included(rel) and not self._excluded(rel)
 
     def _ref(self, path: str, rel: str, st: os.stat_result) -> DocumentRef:
-        return DocumentRef(source=self.name, key=_storable(rel), uri=_storable(path), size=st.st_size,
-                           version=f"{st.st_size}:{st.st_mtime_ns}")
+        size = st.st_size
+        return DocumentRef(self.name, _storable(rel), _storable(path), size, f"{size}:{st.st_mtime_ns}")
 
     def _path(self, key: str) -> Path:
         return self.root if self.root.is_file() else self.root / _on_disk(key)

@@ -66,6 +66,7 @@ from docmill.backends.common import (
     refs_to_write,
     run_from_row,
     to_blob,
+    within,
 )
 from docmill.backends.sqlfile import load_queries, read_script
 from docmill.config import Config, redact_url
@@ -495,6 +496,11 @@ class PostgresBackend:
     def stored_versions(self, run_id: str, source: str, keys: Sequence[str]) -> Existing:
         """What the run holds of these keys of one source."""
         return self._read(lambda c: _stored_versions(c, run_id, source, keys))
+
+    def source_versions(self, run_id: str, source: str, limit: int) -> Existing | None:
+        """What the run holds of every document of one source, or None beyond ``limit`` documents."""
+        return self._read(lambda c: within(limit, c.execute(
+            Q["source_versions"], {"run_id": run_id, "source": source, "limit": limit + 1})))
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents the run holds for one source (to guard against an emptied source root)."""

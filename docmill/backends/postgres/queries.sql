@@ -78,6 +78,11 @@ ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
 -- docmill_<run_id>, named by notify_channel() in Python.
 SELECT pg_notify(%(channel)s, '')
 
+-- source_versions --
+-- What the run holds of every document of one source (the caller asks for one row over its limit).
+SELECT doc_key, version, state, uri FROM documents WHERE run_id = %(run_id)s AND source = %(source)s
+LIMIT %(limit)s
+
 -- count_source_documents --
 -- Documents of one source.
 SELECT count(*) FROM documents WHERE run_id = %(run_id)s AND source = %(source)s

@@ -45,6 +45,7 @@ from docmill.backends.common import (
     refs_to_write,
     run_from_row,
     to_blob,
+    within,
 )
 from docmill.backends.sqlfile import load_queries, read_script
 from docmill.config import Config
@@ -92,6 +93,8 @@ class SQLiteBackend:
     # -- schema and runs ---------------------------------------------------------------
     def init_schema(self) -> None:
         """Create the tables if missing; refuse a schema newer than this code."""
+        if self._schema_version() == SCHEMA_VERSION:
+            return  # a plain read: most opens find the schema current, and a re-run should stay a read
         self.conn.executescript(read_script(__name__, "schema.sql"))
         with self._write() as c:
             row = c.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -105,6 +108,12 @@ class SQLiteBackend:
             elif row[0] > SCHEMA_VERSION:
                 raise StoreError(f"the store {self.path} has schema version {row[0]}, newer than this "
                                  f"docmill understands ({SCHEMA_VERSION}): upgrade docmill")
+
+    def _schema_version(self) -> int | None:
+        try:
+            return self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        except sqlite3.OperationalError:
+            return None  # a new file: no tables yet
 
     def close(self) -> None:
         """Close the connection."""
@@ -188,6 +197,11 @@ class SQLiteBackend:
             for key, version, state, uri in self.conn.execute(sql, (run_id, source, *part)):
                 existing[key] = (version, state, uri)
         return existing
+
+    def source_versions(self, run_id: str, source: str, limit: int) -> Existing | None:
+        """What the run holds of every document of one source, or None beyond ``limit`` documents."""
+        return within(limit, self.conn.execute(Q["source_versions"],
+                                               {"run_id": run_id, "source": source, "limit": limit + 1}))
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""

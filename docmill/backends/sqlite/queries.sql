@@ -70,6 +70,11 @@ ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
                         THEN now() ELSE documents.available_at END,
     updated_at = CASE WHEN documents.version IS NOT excluded.version THEN now() ELSE documents.updated_at END
 
+-- source_versions --
+-- What the run holds of every document of one source (the caller asks for one row over its limit).
+SELECT doc_key, version, state, uri FROM documents WHERE run_id = :run_id AND source = :source
+LIMIT :limit
+
 -- count_source_documents --
 -- Documents of one source.
 SELECT count(*) FROM documents WHERE run_id = :run_id AND source = :source
