@@ -49,7 +49,7 @@ class IngestSummary:
     counts: dict[str, int]
     documents: int
     chunks: int
-    seconds: float
+    seconds: float  # the whole call, from reading the config to closing the store
     docs_per_sec: float
     processed: int = 0
     done: int = 0
