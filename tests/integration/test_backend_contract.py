@@ -182,6 +182,12 @@ def test_upsert_counts_new_changed_unchanged(backend: Backend) -> None:
     assert (mixed.new, mixed.changed, mixed.unchanged) == (1, 2, 3)
     assert backend.count_source_documents(RUN, "src") == 6
     assert backend.count_source_documents(RUN, "other") == 0
+    listing = backend.source_versions(RUN, "src", 6)
+    assert listing is not None and sorted(listing) == [f"doc{i:05d}" for i in range(6)]
+    assert listing["doc00000"] == ("v2", "pending", "/data/doc00000.md")
+    assert listing == backend.stored_versions(RUN, "src", sorted(listing))
+    assert backend.source_versions(RUN, "src", 5) is None, "more than the limit: the caller goes batch by batch"
+    assert backend.source_versions(RUN, "other", 5) == {}
     assert backend.upsert_documents(RUN, [], 2).new == 0
     with pytest.raises(ValueError):
         backend.upsert_documents(RUN, refs(1) + refs(1, source="other"), 2)

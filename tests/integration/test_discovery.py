@@ -3,12 +3,16 @@ compared (nothing written), and vanished files are still found and removed."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
+import pytest
+
+from docmill import leader
 from docmill.backends.base import Backend
 from docmill.config import SourceConfig
-from docmill.leader import DiscoveryReport, discover
+from docmill.leader import DiscoveryReport, discover, sources_unchanged
 from docmill.sources.local import LocalSource
 
 RUN = "run-discovery"
@@ -50,6 +54,40 @@ def test_unchanged_source_is_compared_not_written_and_vanished_files_are_removed
     third = _pass(backend, folder, 3)
     assert (third.new, third.changed, third.unchanged, third.removed) == (1, 1, 2, 1)
     assert sorted(_stamps(backend)) == ["a.txt", "c.txt", "d.txt", "e.txt"]
+
+
+@pytest.mark.parametrize("whole_listing", [10_000, 2], ids=["one-read", "batched"])
+def test_sources_unchanged_sees_every_kind_of_difference(backend: Backend, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, whole_listing: int) -> None:
+    # With a limit of 2 the source's 4-5 stored documents are compared batch by batch instead.
+    monkeypatch.setattr(leader, "WHOLE_LISTING", whole_listing)
+    monkeypatch.setattr(leader, "UPSERT_BATCH", 2)
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "sub/c.txt", "sub/d.txt"):
+        (folder / name).write_text(f"file {name}")
+    _pass(backend, folder, 1)
+    sources = {"docs": LocalSource(SourceConfig(name="docs", path=str(folder)))}
+    assert sources_unchanged(backend, sources, RUN)
+    generations = itertools.count(2)
+
+    def differs(change: str) -> bool:
+        """Whether the check sees a difference after ``change``, and a pass stores it again."""
+        seen = not sources_unchanged(backend, sources, RUN)
+        _pass(backend, folder, next(generations))
+        assert sources_unchanged(backend, sources, RUN), f"after {change} a pass brings the store level"
+        return seen
+
+    (folder / "sub/e.txt").write_text("new")
+    assert differs("a new file")
+    (folder / "a.txt").write_text("file a, edited to a new length")
+    assert differs("an edited file")
+    (folder / "b.txt").unlink()
+    assert differs("a removed file")
+    (folder / "sub/c.txt").rename(folder / "c.txt")
+    assert differs("a moved file")
+    assert not sources_unchanged(backend, {"docs": LocalSource(SourceConfig(name="docs", path=str(tmp_path / "gone")))},
+                                 RUN), "a source that cannot be listed is not unchanged"
 
 
 def test_a_file_name_that_is_not_utf8_is_stored_and_read_back(backend: Backend, tmp_path: Path) -> None:
