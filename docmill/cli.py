@@ -81,6 +81,7 @@ class _BarProgress:
         self.started = time.monotonic()
         self.first_finished: int | None = None
         self.last_line = 0.0
+        self.shown = -1  # documents finished at the last line printed
         self.bar: Progress | None = None
         self.task: Any = None
 
@@ -104,8 +105,9 @@ class _BarProgress:
         rate = (finished - self.first_finished) / elapsed
         if self.bar is not None:
             self.bar.update(self.task, completed=finished, total=total or None, rate=f"{rate:.1f} docs/s")
-        elif time.monotonic() - self.last_line >= 5 or (total and finished == total):
-            self.last_line = time.monotonic()
+        elif total and (time.monotonic() - self.last_line >= 5 or (finished == total and self.shown != finished)):
+            # Not "0/0" before discovery has listed anything, and the last line once.
+            self.last_line, self.shown = time.monotonic(), finished
             err.print(f"ingest: {finished}/{total} documents, {rate:.1f} docs/s, "
                       f"{counts.get('dead', 0)} dead-lettered", highlight=False)
 
@@ -114,11 +116,15 @@ def _print_summary(s: IngestSummary) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("run", s.run_id)
     table.add_row("documents", f"{s.documents} ({', '.join(f'{k} {v}' for k, v in s.counts.items() if v)})")
-    table.add_row("this ingest", f"{s.processed} processed: {s.done} embedded, {s.unchanged} unchanged, "
-                  f"{s.retried} to retry, {s.dead} dead-lettered; discovered {s.new} new, {s.changed} changed, "
-                  f"removed {s.removed}")
+    if s.processed or s.new or s.changed or s.removed or s.errors or s.limit_reached:
+        table.add_row("this ingest", f"{s.processed} processed: {s.done} embedded, {s.unchanged} unchanged, "
+                      f"{s.retried} to retry, {s.dead} dead-lettered; discovered {s.new} new, {s.changed} "
+                      f"changed, removed {s.removed}")
+    else:
+        table.add_row("this ingest", "nothing changed since the last ingest: no file was read")
     table.add_row("chunks", f"{s.chunks} stored, {s.embedded_chunks} embedded now, {s.cache_hits} from cache")
-    table.add_row("time", f"{s.seconds:.1f} s, {s.docs_per_sec:.2f} docs/s with {s.workers} worker(s)")
+    took = f"{s.seconds:.1f} s" if s.seconds >= 1 else f"{s.seconds * 1000:.0f} ms"
+    table.add_row("time", f"{took}, {s.docs_per_sec:.2f} docs/s with {s.workers} worker(s)")
     out.print(table)
     for warning in s.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,9 @@ def test_reingest_unchanged_embeds_nothing(corpus_run: tuple[Path, dict[str, str
     assert again["embedded_chunks"] == 0
     assert again["processed"] == 0
     assert again["counts"]["done"] == len(questions)
+    human = run("ingest", "docs", cwd=workdir)
+    assert "nothing changed since the last ingest" in human.stdout
+    assert "0/0 documents" not in human.stderr
 
 
 def test_status_and_documents_commands(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
@@ -127,6 +131,10 @@ def test_touched_file_is_not_reembedded(tmp_path: Path) -> None:
     ingest_json(tmp_path, "docs")
     keys = tmp_path / "docs" / "guides" / "keys.md"
     os.utime(keys, (1_000_000_000, 1_000_000_000))
+    human = run("ingest", "docs", cwd=tmp_path)
+    assert "1 changed" in human.stdout and "nothing changed" not in human.stdout
+    assert len(re.findall(r"ingest: (\d+)/\1 documents", human.stderr)) == 1, "the last progress line, once"
+    os.utime(keys, (1_000_000_001, 1_000_000_001))
     summary = ingest_json(tmp_path, "docs")
     assert summary["changed"] == 1
     assert summary["unchanged"] == 1
