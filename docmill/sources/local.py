@@ -14,6 +14,9 @@ from docmill.config import SourceConfig
 from docmill.errors import DocumentTooLargeError, PermanentError, SourceError
 from docmill.models import DocumentRef
 
+#: A folder still to list: its path, its key prefix, and the (device, inode) of it and its parents.
+_Folder = tuple[str, str, frozenset[tuple[int, int]]]
+
 _ALWAYS_SKIPPED = {".git", ".hg", ".svn", ".docmill", "__pycache__", "node_modules", ".venv"}
 
 
@@ -127,35 +130,47 @@ class LocalSource:
             return
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise SourceError(f"source {self.name!r}: cannot read folder {self.root} (permission denied)")
-        yield from self._walk(str(self.root), "", set())
+        yield from self._walk(str(self.root))
 
-    def _walk(self, folder: str, prefix: str, visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
+    def _walk(self, root: str) -> Iterator[DocumentRef]:
+        # Iterative, with one folder open at a time: however deep the tree, no recursion limit and
+        # no file descriptor per level. A folder is listed whole, then its sub-folders in name order.
+        stack: list[DocumentRef | _Folder] = [(root, "", frozenset())]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, DocumentRef):
+                yield item
+            else:
+                stack += reversed(self._list(*item))
+
+    def _list(self, folder: str, prefix: str, visiting: frozenset[tuple[int, int]]) -> list[DocumentRef | _Folder]:
+        """One folder's wanted files (as refs) and sub-folders (to list next), in name order."""
         # Plain strings, DirEntry types and locals bound once: a no-change re-run is little more than
-        # this walk, so each file's cost above its one stat() call is kept to a few attribute reads.
-        # The folder is listed through a descriptor, so each stat() resolves one name, not the path.
+        # this walk. Listing through a descriptor makes each stat() resolve one name, not the path.
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
-            return  # an unreadable sub-folder is skipped; its files were never known
+            return []  # an unreadable sub-folder is skipped; its files were never known
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
             if ident in visiting:
-                return  # a symlink pointing back up the tree
+                return []  # a symlink pointing back up the tree
             visiting = visiting | {ident}
             with os.scandir(fd) as listing:
                 entries = sorted(listing, key=_entry_name)
-            yield from self._entries(folder.rstrip("/") + "/", prefix, entries, visiting)
+            return self._items(folder.rstrip("/") + "/", prefix, entries, visiting)
         except OSError:
-            return
+            return []
         finally:
             os.close(fd)
 
-    def _entries(self, base: str, prefix: str, entries: list[os.DirEntry[str]],
-                 visiting: set[tuple[int, int]]) -> Iterator[DocumentRef]:
-        """The refs under one listed folder; ``base`` is its path with a trailing slash."""
+    def _items(self, base: str, prefix: str, entries: list[os.DirEntry[str]],
+               visiting: frozenset[tuple[int, int]]) -> list[DocumentRef | _Folder]:
+        """The refs and sub-folders among one folder's entries; ``base`` is its path with a trailing slash."""
         hidden, follow = self.cfg.include_hidden, self.cfg.follow_symlinks
         wanted, excluded = self._wanted, self._excluded
+        items: list[DocumentRef | _Folder] = []
         for entry in entries:
             name = entry.name
             if name in _ALWAYS_SKIPPED or (not hidden and name.startswith(".")):
@@ -164,19 +179,14 @@ class LocalSource:
             try:
                 # Files first: they are most entries, and is_file() reads the entry's type for free.
                 if entry.is_file():
-                    if not follow and entry.is_symlink():
-                        continue
-                    file_stat = entry.stat()
-                elif entry.is_dir():
-                    if (follow or not entry.is_symlink()) and not excluded(rel + "/") and not excluded(rel):
-                        yield from self._walk(base + name, rel + "/", visiting)
-                    continue
-                else:
-                    continue
+                    if (follow or not entry.is_symlink()) and (wanted is None or wanted(rel)):
+                        items.append(self._ref(base + name, rel, entry.stat()))
+                elif (entry.is_dir() and (follow or not entry.is_symlink())
+                      and not excluded(rel + "/") and not excluded(rel)):
+                    items.append((base + name, rel + "/", visiting))
             except OSError:
                 continue  # dangling link or a file removed while walking
-            if wanted is None or wanted(rel):
-                yield self._ref(base + name, rel, file_stat)
+        return items
 
     def _wants(self, rel: str) -> bool:
         if self._pattern is not None and not self._pattern(rel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,26 @@ def test_a_symlink_loop_is_walked_once(tmp_path: Path) -> None:
     os.symlink(tmp_path, tmp_path / "sub" / "back")
     assert _keys(tmp_path, follow_symlinks=True) == ["sub/x.md"]
     assert _keys(tmp_path) == ["sub/x.md"]
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_walked(tmp_path: Path) -> None:
+    depth = sys.getrecursionlimit() + 100  # a walk that recursed per level would raise RecursionError
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(depth):  # relative to a descriptor: fast, and no path grows with the depth
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(os.open("leaf.md", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    finally:
+        os.close(fd)
+    (tmp_path / "z.md").write_text("z")  # after the deep branch: the walk goes on past it
+    assert _keys(tmp_path) == ["d/" * depth + "leaf.md", "z.md"]
+
+
+def test_siblings_and_sub_folders_come_in_name_order(tmp_path: Path) -> None:
+    for rel in ("b/2.md", "a.md", "b/1/x.md", "c.md", "b/0.md", "b-c.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    assert _keys(tmp_path) == ["a.md", "b/0.md", "b/1/x.md", "b/2.md", "b-c.md", "c.md"]
