@@ -12,14 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
-from docmill.backends.base import Backend
+from docmill.backends.base import MAX_KEY_BYTES, Backend
 from docmill.backends.common import refs_to_write
 from docmill.errors import SourceError
+from docmill.models import DocumentRef
 from docmill.sources.base import Source
 
 log = logging.getLogger(__name__)
 UPSERT_BATCH = 500
 WHOLE_LISTING = 50_000
+#: Over-long keys named one by one in a pass's warnings; the rest are counted.
+NAMED_SKIPS = 10
 
 
 @dataclass
@@ -30,6 +33,7 @@ class DiscoveryReport:
     changed: int = 0
     unchanged: int = 0
     removed: int = 0
+    skipped: int = 0  # listed, but with a key too long to store
     completed: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -67,6 +71,9 @@ def discover(backend: Backend, run_id: str, generation: int, sources: dict[str, 
         report.removed += len(removed)
         for uri in removed:
             log.info("removed %s (no longer in source %s)", uri, name)
+    if report.skipped > NAMED_SKIPS:
+        report.warnings.append(f"and {report.skipped - NAMED_SKIPS} more files skipped for paths over "
+                               f"{MAX_KEY_BYTES} bytes")
     backend.finish_discovery(run_id, generation)
     report.completed = True
     return report
@@ -78,7 +85,8 @@ def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: 
     The marking pass adds only what appeared since the first to the report."""
     seen = 0
     refs = source.discover()
-    while batch := list(islice(refs, UPSERT_BATCH)):
+    while listed := list(islice(refs, UPSERT_BATCH)):
+        batch = _keyed(listed, None if mark_seen else report)
         if not keep_going():
             log.info("discovery of %s interrupted (leadership lost or stopping)", name)
             return None
@@ -89,6 +97,25 @@ def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: 
             report.unchanged += counts.unchanged
         seen += len(batch)
     return seen
+
+
+def _keyed(batch: list[DocumentRef], report: DiscoveryReport | None) -> list[DocumentRef]:
+    """The refs whose keys a store can hold; each one left out is warned of in ``report``."""
+    # A character is at most 4 bytes in UTF-8: most keys are measured without encoding them.
+    if all(len(r.key) * 4 <= MAX_KEY_BYTES for r in batch):
+        return batch
+    kept = [r for r in batch if len(r.key.encode()) <= MAX_KEY_BYTES]
+    if report is not None:
+        for ref in batch:
+            if (size := len(ref.key.encode())) > MAX_KEY_BYTES:
+                report.skipped += 1
+                if report.skipped <= NAMED_SKIPS:
+                    shown = ref.uri if len(ref.uri) <= 160 else f"{ref.uri[:70]}…{ref.uri[-70:]}"
+                    report.warnings.append(f"skipped {shown}: its path inside source {ref.source!r} is {size} "
+                                           f"bytes, over the {MAX_KEY_BYTES} a document key may have; move it "
+                                           "higher up or shorten its folder names")
+                    log.warning("%s", report.warnings[-1])
+    return kept
 
 
 def sources_unchanged(backend: Backend, sources: dict[str, Source], run_id: str) -> bool:
@@ -106,7 +133,8 @@ def sources_unchanged(backend: Backend, sources: dict[str, Source], run_id: str)
         seen = 0
         try:
             refs = source.discover()
-            while batch := list(islice(refs, UPSERT_BATCH)):
+            while listed := list(islice(refs, UPSERT_BATCH)):
+                batch = _keyed(listed, None)
                 known = whole if whole is not None else backend.stored_versions(run_id, name,
                                                                                 [r.key for r in batch])
                 seen += len(batch)

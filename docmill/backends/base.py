@@ -20,6 +20,11 @@ SCHEMA_VERSION = 5  # 2: the events and alert_state tables (operations); 3: rate
 #                     4: finalized_inputs (finalize skips unchanged relationships); 5: workers.pid_ns
 
 
+#: The longest document key (a path inside its source) a store takes, in UTF-8 bytes: a PostgreSQL
+#: btree entry holds at most 2,704 bytes, and (run, source, key) is the registry's unique index.
+#: Both backends apply it, so they behave the same.
+MAX_KEY_BYTES = 2000
+
 #: What an upsert compares a discovered ref with: {key: (version, state, uri)} as stored.
 Existing = dict[str, tuple[str | None, str, str]]
 
