@@ -177,6 +177,13 @@ def _stored_versions(c: psycopg.Connection[Any], run_id: str, source: str, keys:
         Q["existing_versions"], {"run_id": run_id, "source": source, "keys": list(keys)})}
 
 
+def _schema_is_current(c: psycopg.Connection[Any]) -> bool:
+    """Whether docmill's tables exist at this code's schema version."""
+    if c.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        return False
+    return bool(c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION)
+
+
 def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
     return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
                             lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
@@ -378,6 +385,12 @@ class PostgresBackend:
     def init_schema(self) -> None:
         """Create the schema on an empty database, or apply the missing numbered migrations; refuse a
         schema newer than this code. Safe when many processes call it at once (advisory lock)."""
+        if self._read(_schema_is_current):
+            # Two plain reads, no lock and no transaction: most opens find the schema current (and a
+            # user who may not create tables can then still use the store).
+            if not self._vector_ready:
+                self._setup(self.conn)
+            return
 
         def body(c: psycopg.Connection[Any]) -> None:
             c.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
