@@ -104,17 +104,18 @@ def _keyed(batch: list[DocumentRef], report: DiscoveryReport | None) -> list[Doc
     # A character is at most 4 bytes in UTF-8: most keys are measured without encoding them.
     if all(len(r.key) * 4 <= MAX_KEY_BYTES for r in batch):
         return batch
-    kept = [r for r in batch if len(r.key.encode()) <= MAX_KEY_BYTES]
-    if report is not None:
-        for ref in batch:
-            if (size := len(ref.key.encode())) > MAX_KEY_BYTES:
-                report.skipped += 1
-                if report.skipped <= NAMED_SKIPS:
-                    shown = ref.uri if len(ref.uri) <= 160 else f"{ref.uri[:70]}…{ref.uri[-70:]}"
-                    report.warnings.append(f"skipped {shown}: its path inside source {ref.source!r} is {size} "
-                                           f"bytes, over the {MAX_KEY_BYTES} a document key may have; move it "
-                                           "higher up or shorten its folder names")
-                    log.warning("%s", report.warnings[-1])
+    kept = []
+    for ref in batch:
+        if (size := len(ref.key.encode())) <= MAX_KEY_BYTES:
+            kept.append(ref)
+        elif report is not None:
+            report.skipped += 1
+            if report.skipped <= NAMED_SKIPS:
+                shown = ref.uri if len(ref.uri) <= 160 else f"{ref.uri[:70]}…{ref.uri[-70:]}"
+                report.warnings.append(f"skipped {shown}: its path inside source {ref.source!r} is {size} "
+                                       f"bytes, over the {MAX_KEY_BYTES} a document key may have; move it "
+                                       "higher up or shorten its folder names")
+                log.warning("%s", report.warnings[-1])
     return kept
 
 

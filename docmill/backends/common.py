@@ -45,9 +45,14 @@ def refs_to_write(refs: Sequence[DocumentRef], existing: Existing, mark_seen: bo
     return [r for r in refs if (known := existing.get(r.key)) is None or known[0] != r.version or known[2] != r.uri]
 
 
+def existing_from_rows(rows: Iterable[Sequence[Any]]) -> Existing:
+    """``(key, version, state, uri)`` rows as Existing."""
+    return {key: (version, state, uri) for key, version, state, uri in rows}
+
+
 def within(limit: int, rows: Iterable[Sequence[Any]]) -> Existing | None:
     """``(key, version, state, uri)`` rows as Existing, or None when there are more than ``limit``."""
-    existing: Existing = {key: (version, state, uri) for key, version, state, uri in rows}
+    existing = existing_from_rows(rows)
     return existing if len(existing) <= limit else None
 
 

@@ -8,6 +8,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from functools import cache
+from operator import attrgetter
 from pathlib import Path
 
 from docmill.config import SourceConfig
@@ -47,10 +48,6 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 def matches(rel_path: str, patterns: list[str]) -> bool:
     """Whether a relative posix path matches any glob; a pattern without ``/`` also matches base names."""
     return _matcher(tuple(patterns))(rel_path)
-
-
-def _entry_name(entry: os.DirEntry[str]) -> str:
-    return entry.name
 
 
 def _takes_all(patterns: tuple[str, ...]) -> bool:
@@ -158,7 +155,7 @@ class LocalSource:
                 return []  # a symlink pointing back up the tree
             visiting = visiting | {ident}
             with os.scandir(fd) as listing:
-                entries = sorted(listing, key=_entry_name)
+                entries = sorted(listing, key=attrgetter("name"))
             return self._items(folder.rstrip("/") + "/", prefix, entries, visiting)
         except OSError:
             return []

@@ -60,6 +60,7 @@ from docmill.backends.common import (
     done_detail,
     done_params,
     event_detail,
+    existing_from_rows,
     from_blob,
     fts_query,
     new_token_prefix,
@@ -173,15 +174,15 @@ def _wake(c: psycopg.Connection[Any], run_ids: Sequence[str]) -> None:
 
 
 def _stored_versions(c: psycopg.Connection[Any], run_id: str, source: str, keys: Sequence[str]) -> Existing:
-    return {k: (v, state, u) for k, v, state, u in c.execute(
-        Q["existing_versions"], {"run_id": run_id, "source": source, "keys": list(keys)})}
+    return existing_from_rows(c.execute(Q["existing_versions"],
+                                        {"run_id": run_id, "source": source, "keys": list(keys)}))
 
 
-def _schema_is_current(c: psycopg.Connection[Any]) -> bool:
-    """Whether docmill's tables exist at this code's schema version."""
+def _schema_version(c: psycopg.Connection[Any]) -> int | None:
+    """The store's schema version; None before docmill's tables exist."""
     if c.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
-        return False
-    return bool(c.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION)
+        return None
+    return int(c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
 
 
 def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
@@ -385,21 +386,21 @@ class PostgresBackend:
     def init_schema(self) -> None:
         """Create the schema on an empty database, or apply the missing numbered migrations; refuse a
         schema newer than this code. Safe when many processes call it at once (advisory lock)."""
-        if self._read(_schema_is_current):
-            # Two plain reads, no lock and no transaction: most opens find the schema current (and a
-            # user who may not create tables can then still use the store).
-            if not self._vector_ready:
-                self._setup(self.conn)
-            return
+        # Most opens find the schema current: two plain reads then, no lock and no transaction.
+        if self._read(_schema_version) != SCHEMA_VERSION:
+            self._migrate()
+        if not self._vector_ready:
+            self._setup(self.conn)
 
+    def _migrate(self) -> None:
         def body(c: psycopg.Connection[Any]) -> None:
             c.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             self._create_vector_extension(c)
-            if c.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            current = _schema_version(c)
+            if current is None:
                 c.execute(read_script(__name__, "schema.sql"))
                 c.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
                 return
-            current = c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(f"the store {redact_url(self.url)} has schema version {current}, newer than "
                                  f"this docmill understands ({SCHEMA_VERSION}): upgrade docmill")
@@ -415,8 +416,6 @@ class PostgresBackend:
             raise StoreError(f"cannot create docmill's tables in PostgreSQL at {self._where}: {reason}: "
                              f"run docmill init-db once as the database owner, or ask your DBA to grant "
                              f"CREATE on the schema") from None
-        if not self._vector_ready:
-            self._setup(self.conn)
 
     def _create_vector_extension(self, c: psycopg.Connection[Any]) -> None:
         if c.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():

@@ -39,6 +39,7 @@ from docmill.backends.common import (
     done_detail,
     done_params,
     event_detail,
+    existing_from_rows,
     from_blob,
     fts_query,
     new_token_prefix,
@@ -97,19 +98,20 @@ class SQLiteBackend:
             return  # a plain read: most opens find the schema current, and a re-run should stay a read
         self.conn.executescript(read_script(__name__, "schema.sql"))
         with self._write() as c:
-            row = c.execute("SELECT max(version) FROM schema_version").fetchone()
-            if row[0] is None or row[0] < SCHEMA_VERSION:
+            current = self._schema_version()
+            if current is None or current < SCHEMA_VERSION:
                 # schema.sql only adds (IF NOT EXISTS), so running it brought an older file's tables up to
                 # date; columns added to existing tables since are added here.
                 for table, column, kind in _ADDED_COLUMNS:
                     if column not in {r[1] for r in c.execute(f"PRAGMA table_info({table})")}:
                         c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 c.execute(Q["record_schema_version"], {"version": SCHEMA_VERSION})
-            elif row[0] > SCHEMA_VERSION:
-                raise StoreError(f"the store {self.path} has schema version {row[0]}, newer than this "
+            elif current > SCHEMA_VERSION:
+                raise StoreError(f"the store {self.path} has schema version {current}, newer than this "
                                  f"docmill understands ({SCHEMA_VERSION}): upgrade docmill")
 
     def _schema_version(self) -> int | None:
+        """The store's schema version; None before docmill's tables exist (or before one is recorded)."""
         try:
             return self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
         except sqlite3.OperationalError:
@@ -194,8 +196,7 @@ class SQLiteBackend:
         existing: Existing = {}
         for part in batched(keys):
             sql = Q["existing_versions"].format(keys=",".join("?" * len(part)))
-            for key, version, state, uri in self.conn.execute(sql, (run_id, source, *part)):
-                existing[key] = (version, state, uri)
+            existing.update(existing_from_rows(self.conn.execute(sql, (run_id, source, *part))))
         return existing
 
     def source_versions(self, run_id: str, source: str, limit: int) -> Existing | None:
