@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from docmill.config import EmbeddingConfig
-from docmill.embedders import Embedder, available_providers, create_embedder, register_provider
+from docmill.embedders import Embedder, available_providers, create_embedder, local_onnx, register_provider
 from docmill.embedders.local_onnx import folded_model, model_file
 from docmill.errors import ConfigError
 
@@ -141,6 +141,46 @@ def test_folded_model_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert folded.parent == tmp_path / "cache" and folded.stat().st_size > model_file().stat().st_size
     assert folded_model(model_file()) == folded, "the second worker reuses the folded file"
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".lock", ".onnx"]
+    assert "Attention" in _operators(folded), "attention runs as onnxruntime's fused kernel"
+
+
+def _operators(path: Path) -> set[str]:
+    import onnx_ir
+
+    return {node.op_type for node in onnx_ir.load(path).graph}
+
+
+def test_a_fusion_that_fails_keeps_the_folded_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def no_pattern(source: str, target: str) -> None:
+        raise ValueError("no attention pattern in this graph")
+
+    monkeypatch.setattr(local_onnx, "_fuse", no_pattern)
+    target = tmp_path / "folded.onnx"
+    local_onnx._fold(str(model_file()), str(target))
+    assert "kept the model unfused: no attention pattern" in capsys.readouterr().out
+    assert target.is_file() and "Attention" not in _operators(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["folded.onnx"]
+
+
+def test_a_fused_graph_with_other_vectors_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx_ir
+
+    real_fuse = local_onnx._fuse
+
+    def fuse_wrongly(source: str, target: str) -> None:
+        real_fuse(source, target)
+        model = onnx_ir.load(target)
+        weight = max(model.graph.initializers.values(), key=lambda v: v.const_value.size)
+        weight.const_value = onnx_ir.tensor(weight.const_value.numpy() * 1.01)
+        onnx_ir.save(model, target)
+
+    monkeypatch.setattr(local_onnx, "_fuse", fuse_wrongly)
+    target = tmp_path / "folded.onnx"
+    local_onnx._fold(str(model_file()), str(target))
+    assert "kept the model unfused: the fused graph's vectors differ" in capsys.readouterr().out
+    assert "Attention" not in _operators(target)
 
 
 def test_unwritable_model_cache_falls_back_to_the_packaged_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
