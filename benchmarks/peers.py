@@ -1,7 +1,7 @@
 """docmill next to LlamaIndex's IngestionPipeline: same corpus, same model, same run.
 
     pip install -e '.[bench]'          # llama-index-core, llama-index-embeddings-fastembed, fastembed
-    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--output FILE]
+    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--rounds 3] [--output FILE]
 
 LlamaIndex: SimpleDirectoryReader → IngestionPipeline(SentenceSplitter(200 tokens, 32 overlap),
 FastEmbedEmbedding) with an in-memory SimpleDocumentStore (so its re-run skips unchanged documents).
@@ -10,6 +10,8 @@ own copy here, so the model folder it is given (``specific_model_path``) is asse
 packaged ``model.onnx`` and ``tokenizer.json`` plus the two small tokenizer settings files fastembed
 also reads (256-token truncation, as docmill). Both sides get all cores for ONNX inference.
 docmill: ``docmill ingest --json`` on a fresh SQLite store, then again with nothing changed.
+First runs: ``--rounds`` per side, alternating which side goes first, each on a fresh store and a
+fresh pipeline; the median is reported (this VM's speed drifts by ±10% within minutes).
 Re-runs, like for like: both sides repeat the no-change re-run REPEATS times in one process (LlamaIndex
 ``load_data`` + ``pipeline.run``; docmill's whole ``docmill.ingest(config)`` call, which also opens
 and closes its SQLite file) and report the median. ``rerun_cli`` adds what a new ``docmill ingest``
@@ -54,7 +56,7 @@ TOKENIZER_CONFIG = {"do_lower_case": True, "model_max_length": 256, "pad_token":
                     "tokenize_chinese_chars": True, "strip_accents": None}
 SPECIAL_TOKENS = {k: TOKENIZER_CONFIG[k] for k in ("pad_token", "cls_token", "sep_token", "unk_token", "mask_token")}
 #: No-change re-runs per side; the median is reported (one re-run is a few milliseconds: noise).
-REPEATS = 7
+REPEATS = 21
 T = TypeVar("T")
 
 
@@ -79,8 +81,9 @@ def pdf_corpus(root: Path, documents: int) -> Path:
     return folder
 
 
-def llamaindex_runs(folder: Path, model: Path, threads: int) -> dict[str, Any]:
-    """First run and no-change re-run through LlamaIndex's IngestionPipeline (docstore dedup)."""
+def llamaindex_first_run(folder: Path, model: Path, threads: int) -> tuple[dict[str, Any], Callable[[], Any]]:
+    """One first run through LlamaIndex's IngestionPipeline (docstore dedup): its figures, and a
+    callable that re-runs the same pipeline."""
     start = time.perf_counter()
     embedding = FastEmbedEmbedding(model_name="sentence-transformers/all-MiniLM-L6-v2", threads=threads,
                                    specific_model_path=str(model))
@@ -92,22 +95,44 @@ def llamaindex_runs(folder: Path, model: Path, threads: int) -> dict[str, Any]:
         return len(documents), len(pipeline.run(documents=documents))
 
     documents, chunks = one_run()
-    out = {"first": figures(time.perf_counter() - start, documents, chunks)}
-    seconds, (documents, chunks) = median_time(one_run)
-    out["rerun"] = figures(seconds, documents, chunks)
-    return out
+    return figures(time.perf_counter() - start, documents, chunks), one_run
 
 
-def docmill_runs(folder: Path, store: Path, documents: int) -> dict[str, Any]:
-    """First run and no-change re-run through ``docmill ingest`` (one worker, the default config)."""
-    out: dict[str, Any] = {}
-    for label in ("first", "rerun_cli"):
-        summary = run_ingest(Config(), folder, store, 1)
-        out[label] = figures(summary["seconds"], documents, summary["embedded_chunks"])
+def docmill_first_run(folder: Path, store: Path, documents: int) -> dict[str, Any]:
+    """One first run: a ``docmill ingest --json`` command on a fresh SQLite store (default config)."""
+    summary = run_ingest(Config(), folder, store, 1)
+    return figures(summary["seconds"], documents, summary["embedded_chunks"])
+
+
+def compare(folder: Path, root: Path, documents: int, threads: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` first runs per side, alternating which side goes first, then the no-change re-runs."""
+    model = fastembed_model_folder(root)
+    firsts: dict[str, list[dict[str, Any]]] = {"docmill": [], "llamaindex": []}
+    llama_reruns: list[Callable[[], Any]] = []
+    for r in range(rounds):
+        store = root / f"store-{r}.db"
+        for side in (("docmill", "llamaindex") if r % 2 == 0 else ("llamaindex", "docmill")):
+            if side == "docmill":
+                firsts[side].append(docmill_first_run(folder, store, documents))
+            else:
+                first, rerun = llamaindex_first_run(folder, model, threads)
+                firsts[side].append(first)
+                llama_reruns = [rerun]  # only the last pipeline is kept: each holds its vectors
+    out: dict[str, dict[str, Any]] = {side: {"first": median_figures(runs), "first_seconds_per_round":
+                                             [f["seconds"] for f in runs]} for side, runs in firsts.items()}
+    summary = run_ingest(Config(), folder, store, 1)  # the last round's store, nothing changed since
+    out["docmill"]["rerun_cli"] = figures(summary["seconds"], documents, summary["embedded_chunks"])
     config = Config.load(store.with_suffix(".yaml"))  # the file run_ingest wrote
-    seconds, summary = median_time(lambda: ingest(config))
-    out["rerun"] = figures(seconds, documents, summary.embedded_chunks)
+    seconds, result = median_time(lambda: ingest(config))
+    out["docmill"]["rerun"] = figures(seconds, documents, result.embedded_chunks)
+    seconds, (documents_read, chunks) = median_time(llama_reruns[-1])
+    out["llamaindex"]["rerun"] = figures(seconds, documents_read, chunks)
     return out
+
+
+def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median seconds (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda f: f["seconds"])[(len(runs) - 1) // 2]
 
 
 def median_time(call: Callable[[], T]) -> tuple[float, T]:
@@ -132,8 +157,11 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=200)
     parser.add_argument("--pdf", action="store_true", help="generate the corpus as PDFs")
     parser.add_argument("--folder", type=Path, help="compare on this folder instead of a generated corpus")
+    parser.add_argument("--rounds", type=int, default=3, help="first runs per side; the median is reported")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     threads = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="docmill-peers-") as tmp:
         if args.folder:
@@ -143,12 +171,12 @@ def main() -> None:
         else:
             folder = write_corpus(Path(tmp) / "corpus", args.documents)
         documents = sum(1 for p in folder.rglob("*") if p.is_file())
-        docmill = docmill_runs(folder, Path(tmp) / "store.db", documents)
-        llama = llamaindex_runs(folder, fastembed_model_folder(Path(tmp)), threads)
+        runs = compare(folder, Path(tmp), documents, threads, args.rounds)
+    docmill, llama = runs["docmill"], runs["llamaindex"]
     result = {
         "benchmark": "peers",
         "corpus": str(args.folder) if args.folder else "generated " + ("PDF" if args.pdf else "Markdown"),
-        "documents": documents, "model": "all-MiniLM-L6-v2 int8 ONNX, both sides",
+        "documents": documents, "model": "all-MiniLM-L6-v2 int8 ONNX, both sides", "rounds": args.rounds,
         "docmill": docmill, "llamaindex_ingestion_pipeline": llama,
         "ratio_first_run": round(llama["first"]["seconds"] / docmill["first"]["seconds"], 2),
         "ratio_rerun": round(llama["rerun"]["seconds"] / docmill["rerun"]["seconds"], 1),
