@@ -109,12 +109,11 @@ def _check_same_vectors(reference: str, candidate: str) -> None:
     for row, length in enumerate(lengths):
         ids[row, :length] = rng.integers(1000, 29000, length)
         mask[row, :length] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     vectors = []
     for path in (reference, candidate):
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
-        (hidden,) = session.run(["last_hidden_state"], feeds)
+        (hidden,) = session.run(["last_hidden_state"], {i.name: inputs[i.name] for i in session.get_inputs()})
         vectors.append(mean_pool(hidden, mask))
     gap = float(np.abs(vectors[0] - vectors[1]).max())
     if gap > 1e-4:
