@@ -98,8 +98,9 @@ def llamaindex_first_run(folder: Path, model: Path, threads: int) -> tuple[dict[
     return figures(time.perf_counter() - start, documents, chunks), one_run
 
 
-def docmill_first_run(folder: Path, store: Path, documents: int) -> dict[str, Any]:
-    """One first run: a ``docmill ingest --json`` command on a fresh SQLite store (default config)."""
+def docmill_cli_run(folder: Path, store: Path, documents: int) -> dict[str, Any]:
+    """One ``docmill ingest --json`` command on ``store`` (the default config): a first run on a fresh
+    store, a no-change re-run on a filled one."""
     summary = run_ingest(Config(), folder, store, 1)
     return figures(summary["seconds"], documents, summary["embedded_chunks"])
 
@@ -108,24 +109,23 @@ def compare(folder: Path, root: Path, documents: int, threads: int, rounds: int)
     """``rounds`` first runs per side, alternating which side goes first, then the no-change re-runs."""
     model = fastembed_model_folder(root)
     firsts: dict[str, list[dict[str, Any]]] = {"docmill": [], "llamaindex": []}
-    llama_reruns: list[Callable[[], Any]] = []
+    llama_rerun: Callable[[], Any] | None = None  # the last pipeline's: each holds its vectors
     for r in range(rounds):
         store = root / f"store-{r}.db"
         for side in (("docmill", "llamaindex") if r % 2 == 0 else ("llamaindex", "docmill")):
             if side == "docmill":
-                firsts[side].append(docmill_first_run(folder, store, documents))
+                firsts[side].append(docmill_cli_run(folder, store, documents))
             else:
-                first, rerun = llamaindex_first_run(folder, model, threads)
+                first, llama_rerun = llamaindex_first_run(folder, model, threads)
                 firsts[side].append(first)
-                llama_reruns = [rerun]  # only the last pipeline is kept: each holds its vectors
+    assert llama_rerun is not None  # rounds >= 1
     out: dict[str, dict[str, Any]] = {side: {"first": median_figures(runs), "first_seconds_per_round":
                                              [f["seconds"] for f in runs]} for side, runs in firsts.items()}
-    summary = run_ingest(Config(), folder, store, 1)  # the last round's store, nothing changed since
-    out["docmill"]["rerun_cli"] = figures(summary["seconds"], documents, summary["embedded_chunks"])
+    out["docmill"]["rerun_cli"] = docmill_cli_run(folder, store, documents)  # the last round's store
     config = Config.load(store.with_suffix(".yaml"))  # the file run_ingest wrote
     seconds, result = median_time(lambda: ingest(config))
     out["docmill"]["rerun"] = figures(seconds, documents, result.embedded_chunks)
-    seconds, (documents_read, chunks) = median_time(llama_reruns[-1])
+    seconds, (documents_read, chunks) = median_time(llama_rerun)
     out["llamaindex"]["rerun"] = figures(seconds, documents_read, chunks)
     return out
 
