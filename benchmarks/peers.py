@@ -13,8 +13,9 @@ docmill: ``docmill ingest --json`` on a fresh SQLite store, then again with noth
 First runs: ``--rounds`` per side, alternating which side goes first, each on a fresh store and a
 fresh pipeline; the median is reported (this VM's speed drifts by ±10% within minutes).
 Re-runs, like for like: both sides repeat the no-change re-run REPEATS times in one process (LlamaIndex
-``load_data`` + ``pipeline.run``; docmill's whole ``docmill.ingest(config)`` call, which also opens
-and closes its SQLite file) and report the median. ``rerun_cli`` adds what a new ``docmill ingest``
+``load_data`` + ``pipeline.run`` on the pipeline it keeps; docmill's whole ``docmill.ingest(config)``
+call, which opens the store through the connection the process kept from its previous call, as
+any application calling it again would) and report the median. ``rerun_cli`` adds what a new ``docmill ingest``
 process reports for the same re-run (its ``seconds``, from the call's start).
 ``--pdf`` writes the generated documents as PDFs (one page per section; LlamaIndex reads them with
 pypdf), the usual pile of documents, where a re-run that re-reads every file costs the most.

@@ -158,6 +158,16 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_store_file_that_is_no_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Tulips\n\nThey flower in April.\n")
+    (tmp_path / "store.db").write_bytes(bytes(range(256)) * 32)
+    for args in (("ingest", "docs"), ("status",), ("search", "tulips")):
+        proc = run(*args, "--db", "store.db", cwd=tmp_path, check_code=1)
+        assert "store.db as a SQLite store (file is not a database)" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_bad_inputs_are_dead_lettered_and_good_files_finish(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     questions = write_good_corpus(docs)

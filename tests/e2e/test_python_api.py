@@ -60,3 +60,22 @@ def _footprint(store: Backend, run_id: str) -> tuple[object, ...]:
     documents = store.documents(run_id, None, None)
     return (run.updated_at, run.discovery_gen, run.finalize_count, len(store.worker_rows(run_id)),
             tuple(len(store.events(d.id)) for d in documents))
+
+
+def test_searches_in_one_process_see_every_ingest_in_between(tmp_path: Path, backend_url: str) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "piano.md").write_text("# Piano\n\nThe lobby piano is tuned every spring by a visiting technician.\n")
+    config = Config(content_sources=[{"name": "docs", "path": str(docs)}])
+    question = "How often are the beehives on the roof inspected?"
+    ingest(config, db=backend_url)
+    assert [h.uri.rsplit("/", 1)[-1] for h in search(question, config, db=backend_url, k=3)] == ["piano.md"]
+    (docs / "bees.md").write_text("# Bees\n\nThe beehives on the roof are inspected every two weeks in summer.\n")
+    ingest(config, db=backend_url)
+    assert search(question, config, db=backend_url, k=3)[0].uri.endswith("bees.md")
+    (docs / "bees.md").write_text("# Bees\n\nThe bees were moved to the orchard; the roof has none now.\n")
+    ingest(config, db=backend_url)
+    assert "orchard" in search(question, config, db=backend_url, k=3, mode="vector")[0].text
+    (docs / "bees.md").unlink()
+    ingest(config, db=backend_url)
+    assert [h.uri.rsplit("/", 1)[-1] for h in search(question, config, db=backend_url, k=3)] == ["piano.md"]

@@ -49,6 +49,7 @@ from docmill.backends.common import (
     within,
 )
 from docmill.backends.sqlfile import load_queries, read_script
+from docmill.backends.sqlite import connections
 from docmill.config import Config
 from docmill.errors import StoreError
 from docmill.models import DocState, DocumentRef
@@ -67,18 +68,27 @@ class SQLiteBackend:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
+        self._closed = False
+        if (kept := connections.take(self.path)) is not None:
+            self.conn, self._vector_cache = kept
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
                                         check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
-        self.conn.create_function("now", 0, time.time)
-        self.conn.execute("PRAGMA busy_timeout = 60000")
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
+        try:
+            self.conn.create_function("now", 0, time.time)
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            self.conn.execute("PRAGMA journal_mode = WAL")  # the first read: a file that is no database fails here
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise StoreError(f"cannot use {self.path} as a SQLite store ({exc}): give another file with --db "
+                             "or storage.path, or move this one away") from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -118,8 +128,10 @@ class SQLiteBackend:
             return None  # a new file: no tables yet
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Hand the connection back for this process's next backend on the file (see connections)."""
+        if not self._closed:
+            self._closed = True
+            connections.give_back(self.path, self.conn, self._vector_cache)
 
     def check_connection_budget(self, config: Config, workers: int) -> None:
         """SQLite has no connection limit: every worker on this machine opens the same file."""
