@@ -124,7 +124,8 @@ def _print_summary(s: IngestSummary) -> None:
         table.add_row("this ingest", "nothing changed since the last ingest: no file was read")
     table.add_row("chunks", f"{s.chunks} stored, {s.embedded_chunks} embedded now, {s.cache_hits} from cache")
     took = f"{s.seconds:.1f} s" if s.seconds >= 1 else f"{s.seconds * 1000:.0f} ms"
-    table.add_row("time", f"{took}, {s.docs_per_sec:.2f} docs/s with {s.workers} worker(s)")
+    rate = f", {s.docs_per_sec:.2f} docs/s with {s.workers} worker(s)" if s.processed else ""
+    table.add_row("time", took + rate)
     out.print(table)
     for warning in s.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)

@@ -93,6 +93,7 @@ def test_reingest_unchanged_embeds_nothing(corpus_run: tuple[Path, dict[str, str
     human = run("ingest", "docs", cwd=workdir)
     assert "nothing changed since the last ingest" in human.stdout
     assert "0/0 documents" not in human.stderr
+    assert "docs/s" not in human.stdout  # no rate for a call that processed nothing
 
 
 def test_status_and_documents_commands(corpus_run: tuple[Path, dict[str, str], dict]) -> None:
