@@ -15,8 +15,9 @@ fresh pipeline; the median is reported (this VM's speed drifts by ±10% within m
 Re-runs, like for like: both sides repeat the no-change re-run REPEATS times in one process (LlamaIndex
 ``load_data`` + ``pipeline.run`` on the pipeline it keeps; docmill's whole ``docmill.ingest(config)``
 call, which opens the store through the connection the process kept from its previous call, as
-any application calling it again would) and report the median. ``rerun_cli`` adds what a new ``docmill ingest``
-process reports for the same re-run (its ``seconds``, from the call's start).
+any application calling it again would) and report the median, after WARMUPS untimed re-runs.
+``rerun_cli`` adds what a new ``docmill ingest`` process reports for the same re-run (its
+``seconds``, from the call's start).
 ``--pdf`` writes the generated documents as PDFs (one page per section; LlamaIndex reads them with
 pypdf), the usual pile of documents, where a re-run that re-reads every file costs the most.
 Both timings include loading the model. Prints JSON with docs/s, chunks/s and the ratios.
@@ -58,6 +59,8 @@ TOKENIZER_CONFIG = {"do_lower_case": True, "model_max_length": 256, "pad_token":
 SPECIAL_TOKENS = {k: TOKENIZER_CONFIG[k] for k in ("pad_token", "cls_token", "sep_token", "unk_token", "mask_token")}
 #: No-change re-runs per side; the median is reported (one re-run is a few milliseconds: noise).
 REPEATS = 21
+#: Untimed re-runs before those, on both sides: the first calls after a first run run cold.
+WARMUPS = 3
 T = TypeVar("T")
 
 
@@ -137,7 +140,9 @@ def median_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def median_time(call: Callable[[], T]) -> tuple[float, T]:
-    """The median wall time of REPEATS calls, and the last call's result."""
+    """The median wall time of REPEATS calls after WARMUPS untimed ones, and the last call's result."""
+    for _ in range(WARMUPS):
+        call()
     times = []
     for _ in range(REPEATS):
         start = time.perf_counter()
