@@ -153,7 +153,7 @@ def median_time(call: Callable[[], T]) -> tuple[float, T]:
 
 def figures(seconds: float, documents: int, chunks: int) -> dict[str, Any]:
     """One run's figures."""
-    return {"seconds": round(seconds, 4), "documents": documents, "chunks_embedded": chunks,
+    return {"seconds": round(seconds, 6), "documents": documents, "chunks_embedded": chunks,
             "docs_per_sec": round(documents / seconds, 2), "chunks_per_sec": round(chunks / seconds, 2)}
 
 
