@@ -133,21 +133,30 @@ class LocalSource:
         # Iterative, with one folder open at a time: however deep the tree, no recursion limit and
         # no file descriptor per level. A folder is listed whole, then its sub-folders in name order.
         stack: list[DocumentRef | _Folder] = [(root, "", frozenset())]
+        unreadable: list[str] = []
         while stack:
             item = stack.pop()
             if isinstance(item, DocumentRef):
                 yield item
             else:
-                stack += reversed(self._list(*item))
+                stack += reversed(self._list(*item, unreadable))
+        if unreadable:
+            # Raised after the walk, so every readable file is still found; the caller must not take
+            # the files under these folders for deleted (SourceError keeps the stored documents).
+            shown = ", ".join(unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+            raise SourceError(f"source {self.name!r}: cannot list folder {shown}")
 
-    def _list(self, folder: str, prefix: str, visiting: frozenset[tuple[int, int]]) -> list[DocumentRef | _Folder]:
-        """One folder's wanted files (as refs) and sub-folders (to list next), in name order."""
+    def _list(self, folder: str, prefix: str, visiting: frozenset[tuple[int, int]],
+              unreadable: list[str]) -> list[DocumentRef | _Folder]:
+        """One folder's wanted files (as refs) and sub-folders (to list next), in name order; a folder
+        that cannot be listed is added to ``unreadable``."""
         # Plain strings, DirEntry types and locals bound once: a no-change re-run is little more than
         # this walk. Listing through a descriptor makes each stat() resolve one name, not the path.
         try:
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return []  # an unreadable sub-folder is skipped; its files were never known
+        except OSError as exc:
+            unreadable.append(f"{_storable(folder)} ({exc.strerror or exc})")
+            return []
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
@@ -157,7 +166,8 @@ class LocalSource:
             with os.scandir(fd) as listing:
                 entries = sorted(listing, key=attrgetter("name"))
             return self._items(folder.rstrip("/") + "/", prefix, entries, visiting)
-        except OSError:
+        except OSError as exc:
+            unreadable.append(f"{_storable(folder)} ({exc.strerror or exc})")
             return []
         finally:
             os.close(fd)

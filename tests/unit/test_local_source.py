@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from docmill.config import SourceConfig
+from docmill.errors import SourceError
 from docmill.sources.local import LocalSource, matches
 
 
@@ -108,3 +109,19 @@ def test_siblings_and_sub_folders_come_in_name_order(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
     assert _keys(tmp_path) == ["a.md", "b/0.md", "b/1/x.md", "b/2.md", "b-c.md", "c.md"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list a chmod 000 folder")
+def test_an_unreadable_sub_folder_is_an_error_after_every_readable_file(tmp_path: Path) -> None:
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "plan.md").write_text("# Plan\n")
+    (tmp_path / "zeta.md").write_text("# Zeta\n")
+    (tmp_path / "team").chmod(0)
+    try:
+        source = LocalSource(SourceConfig(name="docs", path=str(tmp_path)))
+        found = []
+        with pytest.raises(SourceError, match=r"cannot list folder .*team"):
+            found.extend(r.key for r in source.discover())
+        assert found == ["zeta.md"]  # the readable rest was still listed: stored documents are kept
+    finally:
+        (tmp_path / "team").chmod(0o755)
