@@ -8,7 +8,7 @@ because enqueueing is an idempotent upsert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -84,8 +84,7 @@ def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: 
     """One listing of ``source`` upserted in batches; how many refs it listed (None: interrupted).
     The marking pass adds only what appeared since the first to the report."""
     seen = 0
-    refs = source.discover()
-    while listed := list(islice(refs, UPSERT_BATCH)):
+    for listed in _batches(source.discover()):
         batch = _keyed(listed, None if mark_seen else report)
         if not keep_going():
             log.info("discovery of %s interrupted (leadership lost or stopping)", name)
@@ -97,6 +96,22 @@ def _enqueue(backend: Backend, run_id: str, generation: int, name: str, source: 
             report.unchanged += counts.unchanged
         seen += len(batch)
     return seen
+
+
+def _batches(refs: Iterator[DocumentRef]) -> Iterator[list[DocumentRef]]:
+    """``refs`` in lists of UPSERT_BATCH. A SourceError comes after the refs listed before it, so a
+    source that fails part-way (an unreadable sub-folder) still has what it listed enqueued."""
+    while True:
+        batch: list[DocumentRef] = []
+        try:
+            batch.extend(islice(refs, UPSERT_BATCH))
+        except SourceError:
+            if batch:
+                yield batch
+            raise
+        if not batch:
+            return
+        yield batch
 
 
 def _keyed(batch: list[DocumentRef], report: DiscoveryReport | None) -> list[DocumentRef]:

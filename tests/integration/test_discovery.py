@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from docmill import leader
 from docmill.backends.base import Backend
 from docmill.config import SourceConfig
+from docmill.errors import SourceError
 from docmill.leader import DiscoveryReport, discover, sources_unchanged
+from docmill.models import DocumentRef
 from docmill.sources.local import LocalSource
 
 RUN = "run-discovery"
@@ -120,3 +123,36 @@ def test_a_path_too_long_to_index_is_skipped_with_a_warning(backend: Backend, tm
     assert sorted(_stamps(backend)) == ["ok.md"]
     sources = {"docs": LocalSource(SourceConfig(name="docs", path=str(folder)))}
     assert sources_unchanged(backend, sources, RUN), "the skipped file does not make every re-run a full one"
+
+
+class _FailsPartWay:
+    """A local folder whose listing fails after its first ``listed`` files, as one with an
+    unreadable sub-folder does."""
+
+    name = "docs"
+
+    def __init__(self, folder: Path, listed: int) -> None:
+        self._inner = LocalSource(SourceConfig(name="docs", path=str(folder)))
+        self._listed = listed
+
+    def discover(self) -> Iterator[DocumentRef]:
+        yield from itertools.islice(self._inner.discover(), self._listed)
+        raise SourceError("source 'docs': cannot list folder team (Permission denied)")
+
+    def fetch(self, key: str) -> bytes:
+        return self._inner.fetch(key)
+
+
+def test_a_listing_that_fails_part_way_enqueues_what_it_listed_and_removes_nothing(backend: Backend,
+                                                                                   tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in "abcd":
+        (folder / f"{name}.txt").write_text(f"file {name}")
+    _pass(backend, folder, 1)
+    (folder / "a0.txt").write_text("new, and listed before the failure")
+    (folder / "d.txt").unlink()  # cannot be told apart from a file in the unreadable folder
+    report = discover(backend, RUN, 2, {"docs": _FailsPartWay(folder, 2)}, lambda: True)  # a.txt, a0.txt
+    assert (report.new, report.removed) == (1, 0)
+    assert any("cannot list folder team" in w and "kept" in w for w in report.warnings), report.warnings
+    assert sorted(_stamps(backend)) == ["a.txt", "a0.txt", "b.txt", "c.txt", "d.txt"]
