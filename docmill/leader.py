@@ -148,8 +148,7 @@ def sources_unchanged(backend: Backend, sources: dict[str, Source], run_id: str)
         stored = len(whole) if whole is not None else backend.count_source_documents(run_id, name)
         seen = 0
         try:
-            refs = source.discover()
-            while listed := list(islice(refs, UPSERT_BATCH)):
+            for listed in _batches(source.discover()):
                 batch = _keyed(listed, None)
                 known = whole if whole is not None else backend.stored_versions(run_id, name,
                                                                                 [r.key for r in batch])
