@@ -556,14 +556,14 @@ class SQLiteBackend:
                   "request_rate": request_rate, "request_capacity": request_capacity,
                   "token_rate": token_rate, "token_capacity": token_capacity}
         with self._write() as c:
-            row = c.execute(RL["rate_acquire"], params).fetchone()
+            row = c.execute(RL["rate_acquire"], params | {"now": time.time()}).fetchone()
         return RateBucket(bool(row[0]), *map(float, row[1:]))
 
     def rate_throttled(self, key: str, retry_after: float, decrease: float, min_factor: float) -> None:
         """A 429/503: cut the shared factor and block every worker for ``retry_after`` seconds."""
         with self._write() as c:
             c.execute(RL["rate_throttled"], {"key": key, "retry_after": retry_after, "decrease": decrease,
-                                             "min_factor": min_factor}).fetchall()
+                                             "min_factor": min_factor, "now": time.time()}).fetchall()
 
     def rate_succeeded(self, key: str, increase: float) -> None:
         """A successful request: raise the shared factor by ``increase`` (up to 1)."""
