@@ -4,15 +4,19 @@
 a registry that refuses duplicate registrations. Expected failures are raised as
 ``UnsupportedFormatError`` or ``CorruptDocumentError``; anything unexpected from a third-party parser is
 wrapped into ``CorruptDocumentError`` so one bad file is dead-lettered instead of stopping a run.
+
+Whatever a parser returns leaves ``parse()`` as valid Unicode without NUL characters: the rules every
+format shares are applied here, once.
 """
 
 from __future__ import annotations
 
 import codecs
 from collections.abc import Callable
+from typing import Any
 
 from docmill.errors import CorruptDocumentError, DocmillError
-from docmill.models import ParsedDocument
+from docmill.models import ParsedDocument, Section
 from docmill.parsers import code, docx, html, markdown, pdf, tabular, text
 from docmill.parsers.detect import CODE_FILENAMES, EXTENSIONS, detect_format, file_stem
 
@@ -40,12 +44,61 @@ def parse(data: bytes, name: str) -> ParsedDocument:
         fmt = detect_format(data, name)
         if not data.removeprefix(codecs.BOM_UTF8).strip():
             # An empty file is a valid document with nothing to index, not a failure.
-            return ParsedDocument(title=file_stem(name), sections=[], mime=_EMPTY_MIME.get(fmt, text.MIME))
-        return _REGISTRY[fmt](data, name)
+            document = ParsedDocument(title=file_stem(name), sections=[], mime=_EMPTY_MIME.get(fmt, text.MIME))
+        else:
+            document = _REGISTRY[fmt](data, name)
     except (DocmillError, MemoryError):
         raise
     except Exception as exc:
         raise CorruptDocumentError(f"cannot parse {fmt} ({name}): {type(exc).__name__}: {exc}") from exc
+    return _sanitized(document)
+
+
+def _sanitized(document: ParsedDocument) -> ParsedDocument:
+    """``document`` with every string made storable (see :func:`valid_text`)."""
+    return ParsedDocument(
+        title=valid_text(document.title) if document.title is not None else None,
+        sections=[
+            Section(
+                text=valid_text(section.text),
+                heading_path=tuple(valid_text(heading) for heading in section.heading_path),
+                page=section.page,
+            )
+            for section in document.sections
+        ],
+        mime=document.mime,
+        metadata=_valid_value(document.metadata),
+        links=[valid_text(link) for link in document.links],
+    )
+
+
+def valid_text(value: str) -> str:
+    """``value`` without NUL characters and with lone surrogates replaced by U+FFFD.
+
+    PostgreSQL refuses NUL in text (SQLite stores it), and a lone surrogate, which a JSON escape or a
+    file name can carry, is not Unicode: the tokenizer raises on it. Most text is ASCII, which
+    ``isascii()`` tells in constant time; other text is checked by one UTF-8 encoding.
+    """
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Through UTF-16, a high surrogate followed by a low one becomes the character they encode.
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def _valid_value(value: Any) -> Any:
+    """A metadata value with :func:`valid_text` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {_valid_value(key): _valid_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_valid_value(item) for item in value)
+    return value
 
 
 register("text", text.parse)

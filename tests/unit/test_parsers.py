@@ -238,6 +238,58 @@ def test_pdfium_reason_is_kept_for_a_truncated_pdf(bad: tuple[Path, dict[str, st
         parse_file(root, "bad/truncated.pdf")
 
 
+# --- what every parser returns ------------------------------------------------------------------------
+
+
+def all_strings(document: ParsedDocument) -> list[str]:
+    """Every string a parser hands on: title, section texts and headings, metadata, links."""
+    found: list[str] = []
+
+    def collect(value: object) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                collect(key)
+                collect(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                collect(item)
+
+    collect([document.title, document.metadata, document.links])
+    for section in document.sections:
+        collect([section.text, section.heading_path])
+    return found
+
+
+def test_lone_surrogates_from_json_escapes_become_replacement_characters() -> None:
+    # Valid JSON whose escapes decode to surrogates that pair with nothing: not Unicode text.
+    data = b'{"note": "bad \\ud800 here", "\\udc00key": ["x\\udfff", "\\udc00\\ud800"]}'
+    document = parse(data, "odd.json")
+    assert full_text(document) == "note: bad \ufffd here\n\ufffdkey: x\ufffd, \ufffd\ufffd"
+    assert document.metadata["keys"] == ["note", "\ufffdkey"]
+    for value in all_strings(document):
+        value.encode("utf-8")  # raises on a lone surrogate
+
+
+def test_a_file_name_with_undecodable_bytes_gives_a_valid_title() -> None:
+    # os.listdir turns bytes that are not UTF-8 into lone surrogates (surrogateescape).
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+    assert parse(b"", name).title == "caf\ufffd"
+    assert parse(b"[]", name.replace(".txt", ".json")).title == "caf\ufffd"
+
+
+def test_nul_characters_are_removed_from_everything_parsers_return() -> None:
+    # The NUL bytes come after the 8 KB that detection samples, so the file is text.
+    data = b"Lobby notes\n" + b"nothing to report\n" * 600 + b"after\x00the\x00 nul\n"
+    document = parse(data, "notes.txt")
+    assert full_text(document).endswith("nothing to report\nafterthe nul")
+    record = parse(b'{"k\\u0000ey": "va\\u0000lue", "tags": ["a\\u0000b"]}', "r.json")
+    assert full_text(record) == "key: value\ntags: ab"
+    assert record.metadata["keys"] == ["key", "tags"]
+    assert not [value for value in all_strings(document) + all_strings(record) if "\x00" in value]
+
+
 # --- text and encodings ------------------------------------------------------------------------------
 
 
