@@ -5,8 +5,8 @@ a registry that refuses duplicate registrations. Expected failures are raised as
 ``UnsupportedFormatError`` or ``CorruptDocumentError``; anything unexpected from a third-party parser is
 wrapped into ``CorruptDocumentError`` so one bad file is dead-lettered instead of stopping a run.
 
-Whatever a parser returns leaves ``parse()`` as valid Unicode without NUL characters: the rules every
-format shares are applied here, once.
+Whatever a parser returns leaves ``parse()`` as valid Unicode without NUL characters, with titles and
+headings of a readable length: the rules every format shares are applied here, once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from docmill.parsers import code, docx, html, markdown, pdf, tabular, text
 from docmill.parsers.detect import CODE_FILENAMES, EXTENSIONS, detect_format, file_stem
 
 ParseFunction = Callable[[bytes, str], ParsedDocument]
+
+#: Longest title or heading kept: a whole paragraph marked as a heading is copied into every chunk of
+#: its section and shown in every search hit.
+TITLE_MAX_CHARS = 200
 
 _REGISTRY: dict[str, ParseFunction] = {}
 
@@ -55,13 +59,13 @@ def parse(data: bytes, name: str) -> ParsedDocument:
 
 
 def _sanitized(document: ParsedDocument) -> ParsedDocument:
-    """``document`` with every string made storable (see :func:`valid_text`)."""
+    """``document`` with every string made storable (see :func:`valid_text`), titles and headings cut."""
     return ParsedDocument(
-        title=valid_text(document.title) if document.title is not None else None,
+        title=shorten(valid_text(document.title)) if document.title is not None else None,
         sections=[
             Section(
                 text=valid_text(section.text),
-                heading_path=tuple(valid_text(heading) for heading in section.heading_path),
+                heading_path=tuple(shorten(valid_text(heading)) for heading in section.heading_path),
                 page=section.page,
             )
             for section in document.sections
@@ -99,6 +103,15 @@ def _valid_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_valid_value(item) for item in value)
     return value
+
+
+def shorten(value: str, limit: int = TITLE_MAX_CHARS) -> str:
+    """``value`` cut to at most ``limit`` characters, at a space when there is one, ending in "…"."""
+    if len(value) <= limit:
+        return value
+    cut = value[: limit - 1]
+    space = cut.rfind(" ", limit // 2)
+    return (cut[:space] if space != -1 else cut).rstrip() + "…"
 
 
 register("text", text.parse)

@@ -17,7 +17,7 @@ from docx.text.paragraph import Paragraph
 from docmill.errors import CorruptDocumentError, DocumentTooLargeError
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
-from docmill.parsers.text import TITLE_MAX_CHARS, SectionWriter
+from docmill.parsers.text import SectionWriter
 
 MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -89,7 +89,7 @@ def _read(document: DocxDocument, name: str) -> ParsedDocument:
         metadata["author"] = core.author.strip()
     title = (core.title or "").strip() or title_paragraph or first_heading or file_stem(name)
     return ParsedDocument(
-        title=title[:TITLE_MAX_CHARS],
+        title=title,
         sections=writer.sections,
         mime=MIME,
         metadata=metadata,

@@ -9,7 +9,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from docmill.models import ParsedDocument, Section
 from docmill.parsers.detect import file_stem
-from docmill.parsers.text import TITLE_MAX_CHARS, SectionWriter, bom_encoding, decode_text
+from docmill.parsers.text import SectionWriter, bom_encoding, decode_text
 
 MIME = "text/html"
 
@@ -71,7 +71,7 @@ def parse(data: bytes, name: str) -> ParsedDocument:
     if base is not None and base.attributes.get("href"):
         metadata["base_href"] = base.attributes["href"]
     return ParsedDocument(
-        title=(title or first_h1 or file_stem(name))[:TITLE_MAX_CHARS],
+        title=title or first_h1 or file_stem(name),
         sections=writer.sections,
         mime=MIME,
         metadata=metadata,
@@ -97,7 +97,7 @@ def _as_plain_text(markup: str, name: str, encoding: str) -> ParsedDocument:
     text = "\n".join(line for line in (_SPACES.sub(" ", part).strip()
                                        for part in html.unescape(_ANY_TAG.sub("\n", markup)).split("\n"))
                       if line)
-    return ParsedDocument(title=file_stem(name)[:TITLE_MAX_CHARS], sections=[Section(text=text)] if text else [],
+    return ParsedDocument(title=file_stem(name), sections=[Section(text=text)] if text else [],
                           mime=MIME, metadata={"encoding": encoding,
                                                "structure": f"ignored: elements nested over {MAX_NESTING} deep"})
 

@@ -8,7 +8,7 @@ import yaml
 
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
-from docmill.parsers.text import TITLE_MAX_CHARS, SectionWriter, decode_text, normalize_newlines
+from docmill.parsers.text import SectionWriter, decode_text, normalize_newlines
 
 MIME = "text/markdown"
 
@@ -129,7 +129,7 @@ def _front_matter(lines: list[str]) -> tuple[str | None, int]:
         # Front matter that is not valid YAML still often carries a readable title line.
         match = re.search(r"^title:\s*(.+?)\s*$", block, re.MULTILINE)
         title = match.group(1).strip("'\"") if match else None
-    title = str(title).strip()[:TITLE_MAX_CHARS] if title is not None else None
+    title = str(title).strip() if title is not None else None
     return title or None, index + 1
 
 

@@ -12,7 +12,7 @@ import pypdfium2.raw as pdfium_c
 from docmill.errors import CorruptDocumentError
 from docmill.models import ParsedDocument, Section
 from docmill.parsers.detect import file_stem
-from docmill.parsers.text import TITLE_MAX_CHARS, first_line, normalize_newlines, trim_blank_lines
+from docmill.parsers.text import first_line, normalize_newlines, trim_blank_lines
 
 MIME = "application/pdf"
 NO_TEXT_NOTE = "no extractable text (scanned?)"
@@ -74,7 +74,7 @@ def _read(document: pypdfium2.PdfDocument, name: str) -> ParsedDocument:
     if info.get("Author"):
         metadata["author"] = info["Author"]
     title = info.get("Title") or (first_line(sections[0].text) if sections else None) or file_stem(name)
-    return ParsedDocument(title=title[:TITLE_MAX_CHARS], sections=sections, mime=MIME, metadata=metadata)
+    return ParsedDocument(title=title, sections=sections, mime=MIME, metadata=metadata)
 
 
 def _page_text(document: pypdfium2.PdfDocument, index: int) -> str:

@@ -11,7 +11,6 @@ from docmill.models import ParsedDocument, Section
 from docmill.parsers.detect import file_stem
 
 MIME = "text/plain"
-TITLE_MAX_CHARS = 200
 
 # Longest BOMs first: the UTF-32-LE BOM starts with the UTF-16-LE one.
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -100,11 +99,11 @@ def normalize_newlines(text: str) -> str:
 
 
 def first_line(text: str) -> str | None:
-    """First non-empty line, trimmed to :data:`TITLE_MAX_CHARS`, or None."""
+    """First non-empty line, trimmed, or None."""
     for line in text.splitlines():
         stripped = line.strip()
         if stripped:
-            return stripped[:TITLE_MAX_CHARS]
+            return stripped
     return None
 
 

@@ -15,7 +15,15 @@ from fpdf import FPDF
 
 from docmill.errors import CorruptDocumentError, DocumentTooLargeError, PermanentError, UnsupportedFormatError
 from docmill.models import ParsedDocument
-from docmill.parsers import EXTENSIONS, SUPPORTED_FORMATS, detect_format, parse, parser_for, register
+from docmill.parsers import (
+    EXTENSIONS,
+    SUPPORTED_FORMATS,
+    TITLE_MAX_CHARS,
+    detect_format,
+    parse,
+    parser_for,
+    register,
+)
 from tests import corpus
 
 
@@ -37,6 +45,14 @@ def parse_file(root: Path, relative: str) -> ParsedDocument:
 
 def full_text(document: ParsedDocument) -> str:
     return "\n".join(section.text for section in document.sections)
+
+
+def _docx_bytes(build: object) -> bytes:
+    document = docx.Document()
+    build(document)  # type: ignore[operator]
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
 
 
 # --- registry and public surface ---------------------------------------------------------------------
@@ -290,6 +306,44 @@ def test_nul_characters_are_removed_from_everything_parsers_return() -> None:
     assert not [value for value in all_strings(document) + all_strings(record) if "\x00" in value]
 
 
+LONG_HEADING = " ".join(f"word{n}" for n in range(600))
+
+
+def assert_cut_at_a_word(value: str, original: str) -> None:
+    assert len(value) <= TITLE_MAX_CHARS and value.endswith("…")
+    kept = value.removesuffix("…")
+    assert original.startswith(kept) and original[len(kept)] == " "
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("long.md", f"# {LONG_HEADING}\n\nbody text\n".encode()),
+        ("long.html", f"<title>{LONG_HEADING}</title><h2>{LONG_HEADING}</h2><p>body text</p>".encode()),
+        ("long.docx", _docx_bytes(lambda d: (d.add_heading(LONG_HEADING, 0), d.add_heading(LONG_HEADING, 1),
+                                             d.add_paragraph("body text")))),
+        ("long.pdf", corpus.simple_pdf(["body text"], title=LONG_HEADING)),
+    ],
+)
+def test_long_titles_and_headings_are_cut_at_a_word_in_every_format(name: str, data: bytes) -> None:
+    document = parse(data, name)
+    assert document.title is not None
+    assert_cut_at_a_word(document.title, LONG_HEADING)
+    assert full_text(document) == "body text"
+    for heading in document.sections[0].heading_path:
+        assert_cut_at_a_word(heading, LONG_HEADING)
+
+
+def test_a_giant_markdown_heading_is_not_copied_whole_into_every_section() -> None:
+    giant = " ".join(f"word{n}" for n in range(40_000))  # a 290 KB heading line
+    body = "\n\n".join(f"## Part {n}\n\nText of part {n}." for n in range(50))
+    document = parse(f"# {giant}\n\n{body}\n".encode(), "giant.md")
+    assert len(document.sections) == 50
+    assert all(sum(map(len, section.heading_path)) <= 2 * TITLE_MAX_CHARS for section in document.sections)
+    assert document.sections[7].heading_path[1] == "Part 7"
+    assert_cut_at_a_word(document.sections[7].heading_path[0], giant)
+
+
 # --- text and encodings ------------------------------------------------------------------------------
 
 
@@ -299,7 +353,7 @@ def test_text_title_is_first_non_empty_line_trimmed() -> None:
     assert document.sections[0].text == "   Lobby piano care\n\nbody"  # indentation is content
     assert document.sections[0].heading_path == ()
     long_line = "x" * 500
-    assert parse(long_line.encode(), "a.txt").title == "x" * 200
+    assert parse(long_line.encode(), "a.txt").title == "x" * 199 + "…"  # no space to cut at
 
 
 def test_latin1_text_is_decoded_by_detection() -> None:
@@ -594,14 +648,6 @@ def test_docx_heading_paths_tables_in_order_and_metadata(good: tuple[Path, dict[
         "- Spot nodes are drained first when load drops.",
     ]
     assert document.links == ["https://kubernetes.io/docs/concepts/cluster-administration/"]
-
-
-def _docx_bytes(build: object) -> bytes:
-    document = docx.Document()
-    build(document)  # type: ignore[operator]
-    buffer = io.BytesIO()
-    document.save(buffer)
-    return buffer.getvalue()
 
 
 def test_docx_title_falls_back_to_title_style_then_heading_then_stem() -> None:
