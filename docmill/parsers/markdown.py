@@ -25,6 +25,11 @@ _HTML_HREF = re.compile(r"""<a\s[^>]*?href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+
 # Targets that never lead to a document: in-page anchors and script/mail pseudo-links.
 _IGNORED_LINK_PREFIXES = ("#", "javascript:", "mailto:", "tel:", "data:")
 _HEADING_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+#: Front matter is a few lines of metadata; a longer block between two "---" lines is body text.
+MAX_FRONT_MATTER_CHARS = 64 * 1024
+# libyaml reads 64 KB of hostile YAML in milliseconds and refuses deep nesting; PyYAML's own Python
+# loader, for an install without libyaml, takes about a second and raises RecursionError instead.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse(data: bytes, name: str) -> ParsedDocument:
@@ -114,23 +119,39 @@ def _front_matter(lines: list[str]) -> tuple[str | None, int]:
     """Return (title from YAML front matter, index of the first body line)."""
     if not lines or lines[0].strip() != "---":
         return None, 0
+    size = 0
     for index in range(1, len(lines)):
         if lines[index].strip() in ("---", "..."):
             break
+        size += len(lines[index]) + 1
+        if size > MAX_FRONT_MATTER_CHARS:
+            return None, 0  # far too long for metadata: the text between two thematic breaks
     else:
         return None, 0  # no closing marker: a thematic break, not front matter
-    block = "\n".join(lines[1:index])
+    title = _yaml_title("\n".join(lines[1:index]))
+    return title or None, index + 1
+
+
+def _yaml_title(block: str) -> str | None:
+    """The top-level ``title`` of a front matter block when it is a plain value, else None.
+
+    Only the YAML node graph is built, never Python objects: an alias is a reference to its anchor's
+    node there, so an alias bomb stays as small as its text. Expanding one (``safe_load`` then
+    ``str()`` of the title) took a minute and 3 GB for 400 bytes of "billion laughs".
+    """
     try:
-        meta = yaml.safe_load(block)
-    except yaml.YAMLError:
-        meta = None
-    title = meta.get("title") if isinstance(meta, dict) else None
-    if title is None:
+        root = yaml.compose(block, Loader=_YAML_LOADER)
+    except (yaml.YAMLError, RecursionError):
         # Front matter that is not valid YAML still often carries a readable title line.
         match = re.search(r"^title:\s*(.+?)\s*$", block, re.MULTILINE)
-        title = match.group(1).strip("'\"") if match else None
-    title = str(title).strip() if title is not None else None
-    return title or None, index + 1
+        return match.group(1).strip("'\"").strip() if match else None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and key.value == "title":
+            # A list or mapping is no title; a scalar's text is kept as written ("1.10", not 1.1).
+            return value.value.strip() if isinstance(value, yaml.ScalarNode) else None
+    return None
 
 
 def _closes_fence(line: str, fence: str) -> bool:

@@ -484,6 +484,40 @@ def test_markdown_title_falls_back_to_the_file_stem() -> None:
     assert parse(b"## Only a level two heading\n\ntext\n", "docs/guide/setup.md").title == "setup"
 
 
+def alias_bomb(levels: int) -> str:
+    """YAML whose last anchor expands to 9**levels strings: "billion laughs" at nine levels."""
+    lines = ['lol0: &lol0 "lol"']
+    lines += [f"lol{n}: &lol{n} [{', '.join([f'*lol{n - 1}'] * 9)}]" for n in range(1, levels + 1)]
+    return "\n".join(lines)
+
+
+def test_markdown_front_matter_alias_bomb_is_not_expanded() -> None:
+    # Expanded, six levels are half a million strings (nine took a minute and 3 GB); the title they
+    # make is no title, so the first H1 names the document.
+    source = f"---\n{alias_bomb(6)}\ntitle: *lol6\n---\n\n# Real heading\n\nBody text.\n"
+    document = parse(source.encode(), "bomb.md")
+    assert document.title == "Real heading"
+    assert [(section.heading_path, section.text) for section in document.sections] == [
+        (("Real heading",), "Body text.")
+    ]
+
+
+def test_markdown_front_matter_that_yaml_cannot_read_leaves_the_document_readable() -> None:
+    nested = "[" * 20_000 + "]" * 20_000  # deeper than any YAML reader follows
+    document = parse(f"---\ntitle: Deep\nx: {nested}\n---\nBody text.\n".encode(), "deep.md")
+    assert document.title == "Deep"  # read from the title line, as for any invalid front matter
+    assert full_text(document) == "Body text."
+    assert parse(b"---\ntitle: 1.10\n---\nx\n", "v.md").title == "1.10"  # as written, not a float
+
+
+def test_a_long_block_between_two_thematic_breaks_is_text_not_front_matter() -> None:
+    block = "\n\n".join(f"Paragraph {n} of the release notes." for n in range(3000))  # over 64 KB
+    document = parse(f"---\n{block}\n\n---\n\n# Next\n\nMore.\n".encode(), "notes.md")
+    assert document.sections[0].text.startswith("---\nParagraph 0 of the release notes.")
+    assert document.sections[0].text.endswith("Paragraph 2999 of the release notes.\n\n---")
+    assert document.sections[1].heading_path == ("Next",)
+
+
 # --- html --------------------------------------------------------------------------------------------
 
 
