@@ -21,6 +21,10 @@ NO_TEXT_NOTE = "no extractable text (scanned?)"
 _PDFIUM_REASON = re.compile(r"\(PDFium: (.+?)\)")
 # Control characters PDFium emits for soft hyphens and unmapped glyphs; they are not text.
 _JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# An empty page tree, and the dictionary of a page (its /Type is /Page, not /Pages): searched only when
+# PDFium refuses a file without a reason, to tell a document of no pages from one of unreachable pages.
+_EMPTY_PAGE_TREE = re.compile(rb"/Count\s*0(?![0-9.])")
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![A-Za-z0-9])")
 # PDFium is not thread-safe, and the pipeline parses on several threads: one PDF at a time.
 _PDFIUM_LOCK = threading.Lock()
 
@@ -32,12 +36,21 @@ def parse(data: bytes, name: str) -> ParsedDocument:
 
 
 def _parse_locked(data: bytes, name: str) -> ParsedDocument:
+    # PDFium refuses a document without pages yet sets no error for it, so the error read after the
+    # refusal is the last one of any earlier call: a stale "Success", or another file's reason. A
+    # document in memory never fails to be read as a file, so a file error set here beforehand marks a
+    # refusal that names no reason of its own.
+    pdfium_c.FPDF_LoadDocument(b"", None)
     try:
         document = pypdfium2.PdfDocument(data)
     except pypdfium2.PdfiumError as exc:
         if exc.err_code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise CorruptDocumentError(f"encrypted PDF: a password is needed to open it ({name})") from exc
-        raise CorruptDocumentError(f"corrupt PDF: {_reason(exc)} ({name})") from exc
+        if exc.err_code != pdfium_c.FPDF_ERR_FILE:
+            raise CorruptDocumentError(f"corrupt PDF: {_reason(exc)} ({name})") from exc
+        if _EMPTY_PAGE_TREE.search(data) and not _PAGE_OBJECT.search(data):
+            return ParsedDocument(title=file_stem(name), sections=[], mime=MIME, metadata={"pages": 0})
+        raise CorruptDocumentError(f"corrupt PDF: pdfium could not open it ({name})") from exc
     try:
         return _read(document, name)
     except CorruptDocumentError:

@@ -6,10 +6,12 @@ import codecs
 import io
 import json
 import random
+import re
 import zipfile
 from pathlib import Path
 
 import docx
+import pypdfium2
 import pytest
 from fpdf import FPDF
 
@@ -631,6 +633,41 @@ def test_pdf_without_text_is_a_document_with_a_note() -> None:
     assert document.sections == []
     assert document.metadata == {"pages": 2, "note": "no extractable text (scanned?)"}
     assert document.title == "scan"
+
+
+def _pdfium_pdf(pages: int) -> bytes:
+    document = pypdfium2.PdfDocument.new()
+    for _ in range(pages):
+        document.new_page(200, 200)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def refuse_an_encrypted_pdf() -> None:
+    """Leave PDFium's last error at "password needed", as any earlier file may."""
+    with pytest.raises(CorruptDocumentError, match="encrypted"):
+        parse(corpus.encrypted_pdf(), "earlier.pdf")
+
+
+def test_pdf_without_pages_is_an_empty_document() -> None:
+    # PDFium refuses it without setting an error of its own: the last one, of another file, is stale.
+    refuse_an_encrypted_pdf()
+    document = parse(_pdfium_pdf(0), "blank/export.pdf")
+    assert document.sections == []
+    assert document.title == "export"
+    assert document.metadata == {"pages": 0}
+
+
+def test_pdf_whose_pages_cannot_be_reached_is_corrupt_with_a_useful_reason() -> None:
+    # The page tree says it holds nothing, yet a page exists: PDFium refuses it and calls that "Success".
+    data = _pdfium_pdf(1)
+    kids = re.search(rb"/Kids\[[^\]]*\]", data)
+    assert kids is not None
+    data = data.replace(kids.group(0), b"/Kids[]".ljust(len(kids.group(0)))).replace(b"/Count 1", b"/Count 0")
+    refuse_an_encrypted_pdf()
+    with pytest.raises(CorruptDocumentError, match=r"^corrupt PDF: pdfium could not open it \(lost\.pdf\)$"):
+        parse(data, "lost.pdf")
 
 
 def test_pdf_with_only_an_owner_password_opens() -> None:
