@@ -4,7 +4,9 @@ Sections are split one at a time (parsers already cut Markdown/HTML at headings 
 pages), so each chunk carries exactly the heading path and page of its section; chunks never
 span two sections. Splitting is done by ``semantic-text-splitter`` (Rust), which fills a chunk
 with the largest semantic units (paragraphs, then sentences, then words) that fit the token
-capacity, and carries up to ``overlap`` tokens of whole units into the next chunk.
+capacity, and carries up to ``overlap`` tokens of whole units into the next chunk. A chunk is also
+never longer than ``MAX_CHARS_PER_TOKEN`` characters per token of capacity, for text the tokenizer
+counts as next to nothing.
 
 Offsets: ``Chunk.char_start``/``char_end`` index into :func:`full_text` of the document, which is
 the section texts joined with ``"\\n\\n"``; ``full_text(doc)[c.char_start:c.char_end] == c.text``.
@@ -28,8 +30,9 @@ PREFIX_SEPARATOR = "\n\n"
 SPECIAL_TOKENS = 2
 #: Without a tokenizer (HTTP providers) a token is taken to be about this many characters.
 CHARS_PER_TOKEN = 4
-#: A section longer than capacity x this many characters practically never fits one chunk, so it goes
-#: to the splitter without being measured first (a wrong guess costs time, never correctness).
+#: No chunk holds more than capacity x this many characters, whatever the tokenizer counts: it makes
+#: one [UNK] of any word over 100 characters, so 32,000 characters without a space were "one token".
+#: Prose averages 4-5 characters a token, so the cap only binds on such text.
 MAX_CHARS_PER_TOKEN = 12
 #: A heading prefix may take at most this share of the model's input; longer ones are cut, so
 #: a pathological heading path cannot squeeze the chunk text down to nothing.
@@ -131,7 +134,11 @@ class Chunker:
                        for start, window in windows(plan[1].text)]
             results = self._splitter(*key).chunk_all_indices([window for _, _, window in members])
             for (i, window_start, _), result in zip(members, results, strict=True):
-                splits[i] += [(window_start + start, text, None) for start, text in result if text.strip()]
+                for start, text in result:
+                    if len(text) > key[1] * MAX_CHARS_PER_TOKEN:
+                        splits[i] += self._cut_long(key, window_start + start, text)
+                    elif text.strip():
+                        splits[i].append((window_start + start, text, None))
         pieces = [(offset + start, text, count, prefix, section.heading_path, section.page)
                   for (offset, section, prefix, _), split in zip(plans, splits, strict=True)
                   for start, text, count in split]
@@ -147,6 +154,23 @@ class Chunker:
             for ordinal, ((start, text, _, prefix, heading_path, page), count) in enumerate(zip(pieces, counts,
                                                                                                strict=True))
         ]
+
+    def _cut_long(self, key: tuple[bool, int, int], start: int, text: str) -> list[tuple[int, str, int | None]]:
+        """(offset, text, tokens) of a chunk over MAX_CHARS_PER_TOKEN cut again by characters; a piece
+        that then counts more tokens than fit (the cut end of a long word reads as many word pieces) is
+        cut by tokens once more, which only shortens it."""
+        markdown, capacity, overlap = key
+        by_chars = (MarkdownSplitter if markdown else TextSplitter)(
+            capacity * MAX_CHARS_PER_TOKEN, overlap=overlap * MAX_CHARS_PER_TOKEN)
+        pieces = [(start + offset, piece) for offset, piece in by_chars.chunk_indices(text) if piece.strip()]
+        out: list[tuple[int, str, int | None]] = []
+        for (offset, piece), count in zip(pieces, self._count_many([piece for _, piece in pieces]), strict=True):
+            if count <= capacity:
+                out.append((offset, piece, count))
+            else:
+                out += [(offset + at, part, None) for at, part in self._splitter(*key).chunk_indices(piece)
+                        if part.strip()]
+        return out
 
     def _fitting(self, plans: list[tuple[int, Section, str, tuple[bool, int, int]]]) -> dict[int, int]:
         """{plan index: tokens} of the sections whose whole text fits their chunk capacity. Texts

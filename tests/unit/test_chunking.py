@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import string
 
 import pytest
 import tokenizers
 
-from docmill.chunking import Chunker, full_text, windows
+from docmill.chunking import MAX_CHARS_PER_TOKEN, Chunker, full_text, windows
 from docmill.config import ChunkingConfig
 from docmill.embedders.local_onnx import tokenizer_file
 from docmill.models import Chunk, ParsedDocument, Section
@@ -214,3 +215,40 @@ def test_a_long_section_without_breaks_is_chunked_within_limits(tok: tokenizers.
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
     assert all(a.char_start < b.char_start for a, b in itertools.pairwise(chunks))
     assert chunks[0].char_start == 0 and chunks[-1].char_end == len(line)
+
+
+def letters(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(string.ascii_letters) for _ in range(n))
+
+
+def assert_within_limits(tok: tokenizers.Tokenizer, doc: ParsedDocument, chunks: list[Chunk], max_tokens: int) -> None:
+    assert_offsets(doc, chunks)
+    counter = tokenizers.Tokenizer.from_str(tok.to_str())
+    counter.no_truncation()
+    counter.no_padding()
+    encodings = counter.encode_batch([chunk.text for chunk in chunks], add_special_tokens=False)
+    for chunk, encoding in zip(chunks, encodings, strict=True):
+        assert len(chunk.text) <= max_tokens * MAX_CHARS_PER_TOKEN
+        assert 0 < chunk.token_count == len(encoding.ids) <= max_tokens
+    assert all(a.char_start < b.char_start for a, b in itertools.pairwise(chunks))
+    assert chunks[0].char_start == 0 and chunks[-1].char_end == len(full_text(doc))
+
+
+def test_text_without_spaces_is_cut_by_characters(tok: tokenizers.Tokenizer) -> None:
+    # The tokenizer makes one [UNK] of any word over 100 characters: these 100,000 letters were four
+    # chunks of up to 32,000 characters, each counted as a single token.
+    line = letters(random.Random(6), 100_000)
+    doc = ParsedDocument(title="t", sections=[Section(text=line)], mime="text/plain")
+    chunks = Chunker(ChunkingConfig(max_tokens=128, overlap=16), tok, MODEL_MAX).chunk(doc)
+    assert_within_limits(tok, doc, chunks, 128)
+    assert len(chunks) >= 100_000 // (128 * MAX_CHARS_PER_TOKEN)
+
+
+def test_a_long_word_cut_by_characters_still_fits_the_token_budget(tok: tokenizers.Tokenizer) -> None:
+    # 121 tokens as a whole, but too long: cut after 1,536 characters, the word's last 100 letters read
+    # as dozens of word pieces, which with the 120 words after them no longer fit 128 tokens.
+    text = letters(random.Random(7), 1636) + " " + " ".join(["queue"] * 120)
+    doc = ParsedDocument(title="t", sections=[Section(text=text)], mime="text/markdown")
+    chunks = Chunker(ChunkingConfig(max_tokens=128, overlap=0), tok, MODEL_MAX).chunk(doc)
+    assert_within_limits(tok, doc, chunks, 128)
+    assert len(chunks) >= 3
