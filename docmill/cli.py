@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docmill import ops
-from docmill.backends import database_url, open_backend
+from docmill.backends import database_url, open_backend, open_store
 from docmill.backends.base import Backend
 from docmill.config import Config, redact_url
 from docmill.errors import DocmillError
@@ -60,9 +60,11 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 @contextmanager
-def _store(config: Path | None, db: str | None) -> Iterator[tuple[Config, Backend]]:
+def _store(config: Path | None, db: str | None, *, create: bool = False) -> Iterator[tuple[Config, Backend]]:
+    """The config and an open store: one ``docmill ingest`` made, unless ``create``."""
     cfg = Config.load(config)
-    backend = open_backend(database_url(cfg, db), cfg)
+    url = database_url(cfg, db)
+    backend = open_backend(url, cfg) if create else open_store(url, cfg)
     try:
         yield cfg, backend
     finally:
@@ -115,11 +117,14 @@ class _BarProgress:
 def _print_summary(s: IngestSummary) -> None:
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_row("run", s.run_id)
-    table.add_row("documents", f"{s.documents} ({', '.join(f'{k} {v}' for k, v in s.counts.items() if v)})")
+    states = ", ".join(f"{k} {v}" for k, v in s.counts.items() if v)
+    table.add_row("documents", f"{s.documents} ({states})" if states else str(s.documents))
     if s.processed or s.new or s.changed or s.removed or s.errors or s.limit_reached:
         table.add_row("this ingest", f"{s.processed} processed: {s.done} embedded, {s.unchanged} unchanged, "
                       f"{s.retried} to retry, {s.dead} dead-lettered; discovered {s.new} new, {s.changed} "
                       f"changed, removed {s.removed}")
+    elif not s.documents:
+        table.add_row("this ingest", "the sources listed no documents (empty folder, or include/exclude left none)")
     else:
         table.add_row("this ingest", "nothing changed since the last ingest: no file was read")
     table.add_row("chunks", f"{s.chunks} stored, {s.embedded_chunks} embedded now, {s.cache_hits} from cache")
@@ -623,7 +628,7 @@ def validate_cmd(config: Annotated[Path, typer.Argument(help="YAML config to che
 def init_db_cmd(config: ConfigOpt = None, db: DbOpt = None) -> None:
     """Create or upgrade the store's schema (safe to run many times, from many machines at once)."""
     def body() -> str:
-        with _store(config, db) as (_cfg, backend):
+        with _store(config, db, create=True) as (_cfg, backend):
             backend.init_schema()
             return backend.url
 

@@ -22,12 +22,13 @@ from typing import Any, Protocol
 from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend
 from docmill.config import Config, SourceConfig
-from docmill.errors import ConfigError, DocmillError, SourceError
+from docmill.errors import ConfigError, DocmillError
 from docmill.leader import sources_unchanged
 from docmill.models import DocState, RunState
 from docmill.observability import setup_logging
 from docmill.pipeline import PipelineStats
 from docmill.sources import create_source
+from docmill.stats import worker_state
 from docmill.worker import Limit, Worker, WorkerReport, run_worker_process
 
 POLL_SECONDS = 0.5
@@ -116,9 +117,7 @@ def prepare_config(config: Config | str | Path | None, sources: Sequence[str]) -
         raise ConfigError("nothing to ingest: give a folder (docmill ingest ./docs) "
                           "or list content_sources in the config")
     for src in cfg.content_sources:
-        root = src.base_path.split("*", 1)[0] or "."
-        if not Path(root).expanduser().exists():
-            raise SourceError(f"source {src.name!r}: {Path(root).expanduser().resolve()} does not exist")
+        create_source(src).check()  # a root that cannot be listed at all stops the ingest before it starts
     return cfg
 
 
@@ -139,7 +138,8 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         run_id = cfg.run_id()
         if (counts := _nothing_to_do(backend, cfg, run_id)) is not None:
             return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started, counts)
-        backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True))
+        backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True),
+                         rediscover=_interrupted(backend, cfg, run_id))
         watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
         if watcher:
             watcher.start()
@@ -167,6 +167,16 @@ def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> dict[str, int]
         return None
     sources = {s.name: create_source(s) for s in cfg.content_sources}
     return counts if sources_unchanged(backend, sources, run_id) else None
+
+
+def _interrupted(backend: Backend, cfg: Config, run_id: str) -> bool:
+    """True when the run was left ingesting with no worker alive (stopped, killed, or a lost machine):
+    this ingest resumes it, and lists the sources again so files added or removed meanwhile are seen."""
+    run = backend.get_run(run_id)
+    if run is None or run.state == RunState.COMPLETE:
+        return False
+    interval = cfg.workers.heartbeat_interval
+    return not any(worker_state(w, interval) == "running" for w in backend.worker_rows(run_id))
 
 
 def _run_in_process(cfg: Config, url: str, limit: int | None, threads: int,

@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from docmill.backends import database_url, open_backend
+from docmill.backends import database_url, open_store
 from docmill.backends.base import Backend, SearchHit
 from docmill.config import Config, EmbeddingConfig
 from docmill.embedders import create_embedder
 from docmill.embedders.base import Embedder
-from docmill.errors import DocmillError
+from docmill.errors import DocmillError, StoreError
 
 Mode = Literal["hybrid", "vector", "text"]
 CANDIDATES = 8  # each half of hybrid search contributes k * CANDIDATES candidates (4 lost hit@1 on both sets)
@@ -40,7 +40,7 @@ def compatible_runs(backend: Backend, config: Config) -> list[str]:
     wanted = config.embedding.identity()
     runs = backend.list_runs()
     if not runs:
-        raise DocmillError("the store is empty: run `docmill ingest SOURCE` first")
+        raise StoreError("the store holds no run yet: run `docmill ingest FOLDER` first")
     matching = [r.run_id for r in runs
                 if _embedding_identity(r.config_json) == wanted]
     if not matching:
@@ -80,7 +80,7 @@ def search(query: str, config: Config | str | Path | None = None, *, db: str | N
     cfg = config if isinstance(config, Config) else Config.load(config)
     if not query.strip():
         raise DocmillError("the search query is empty")
-    backend = open_backend(database_url(cfg, db), cfg)
+    backend = open_store(database_url(cfg, db), cfg)
     try:
         runs = run_ids or compatible_runs(backend, cfg)
         if mode == "text":

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from docmill.backends import database_url, open_backend
+from docmill.backends import database_url, open_store
 from docmill.backends.base import Backend, ClaimRow, WorkerRow
 from docmill.config import Config
-from docmill.errors import DocmillError
+from docmill.errors import DocmillError, StoreError
 from docmill.liveness import process_alive, visible_here
 from docmill.models import DocState
 
@@ -136,7 +136,7 @@ def get_processing_stats(config: Config | str | Path | None = None, *, db: str |
                          run_id: str | None = None) -> ProcessingStats:
     """Statistics of the run of ``config`` (or of ``run_id``)."""
     cfg = config if isinstance(config, Config) else Config.load(config)
-    backend = open_backend(database_url(cfg, db), cfg)
+    backend = open_store(database_url(cfg, db), cfg)
     try:
         return collect(backend, cfg, run_id or latest_run_id(backend, cfg))
     finally:
@@ -150,5 +150,5 @@ def latest_run_id(backend: Backend, config: Config) -> str:
         return own
     runs = backend.list_runs()
     if not runs:
-        raise DocmillError("the store is empty: run `docmill ingest SOURCE` first")
+        raise StoreError("the store holds no run yet: run `docmill ingest FOLDER` first")
     return own if any(r.run_id == own for r in runs) else runs[0].run_id

@@ -198,14 +198,14 @@ class Worker:
             self.pipeline.input_paused()
             while self.pipeline.busy() and not self.stop.is_set():
                 self.pipeline.pump(BUSY_WAIT)
+            # A stop (SIGTERM): complete what already has its vectors, release the rest.
+            self.pipeline.finish()
         except BaseException:
-            # Interrupted (second signal) or crashed: give back whatever is still claimed. Release is
-            # fenced on state and token, so documents already finished are not touched.
+            # Interrupted (a second signal, also while finishing) or crashed: give back whatever is
+            # still claimed. Release is fenced on state and token: documents finished are not touched.
             with contextlib.suppress(Exception):
                 self.pipeline.abort()
             raise
-        # A stop (SIGTERM): complete what already has its vectors, release the rest.
-        self.pipeline.finish()
 
     def _claim_loop(self, backend: Backend, sources: dict[str, Source], pipeline: Pipeline) -> None:
         workers = self.config.workers
@@ -321,6 +321,11 @@ class Worker:
 
     def _shutdown(self, backend: Backend) -> None:
         try:
+            # Whatever this worker still holds goes back now, so the next ingest need not wait for the
+            # leases to lapse: an exit part-way (a second Ctrl-C, a crash between a claim and handing
+            # its documents to the pipeline) can leave claims the pipeline never knew of.
+            if leftover := backend.held_by(self.run_id, self.worker_id):
+                backend.release(leftover)
             if self.is_leader:
                 backend.release_leadership(self.run_id, self.worker_id)
             backend.stop_worker(self.worker_id)

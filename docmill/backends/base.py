@@ -240,8 +240,12 @@ class Backend(Protocol):
     def wait_for_work(self, run_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for new or returned documents; True when woken early."""
 
-    def open_run(self, run_id: str, config_json: str) -> RunInfo:
-        """Create the run, or reopen a drained one for a new discovery pass; join an ingesting one."""
+    def open_run(self, run_id: str, config_json: str, *, rediscover: bool = False) -> RunInfo:
+        """Create the run, or reopen a drained one for a new discovery pass; join an ingesting one.
+
+        ``rediscover`` asks for a new pass of an ingesting run too (one left interrupted), unless its
+        current pass has not finished yet.
+        """
 
     def get_run(self, run_id: str) -> RunInfo | None:
         """The run's row, or None."""
@@ -303,6 +307,9 @@ class Backend(Protocol):
 
     def release(self, docs: Sequence[ClaimedDocument]) -> int:
         """Give documents back without spending an attempt (graceful shutdown)."""
+
+    def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
+        """The documents ``worker_id`` holds claimed now."""
 
     def cached_vectors(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for these chunk texts with this model."""

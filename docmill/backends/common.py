@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from docmill.backends.base import CompletionStats, DocumentResult, Existing, RunInfo, UpsertCounts
+from docmill.backends.base import (
+    ClaimedDocument,
+    CompletionStats,
+    DocumentResult,
+    Existing,
+    RunInfo,
+    UpsertCounts,
+)
 from docmill.models import DocumentRef
 
 #: Rows per statement when a list of keys goes into an ``IN (…)`` list.
@@ -67,6 +74,12 @@ def count_upserts(refs: Sequence[DocumentRef], existing: Existing) -> UpsertCoun
         else:
             unchanged += 1
     return UpsertCounts(new=new, changed=changed, unchanged=unchanged)
+
+
+def claimed_documents(rows: Iterable[Sequence[Any]]) -> list[ClaimedDocument]:
+    """Claims from rows of (id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth)."""
+    return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
+                            lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
 
 
 def run_from_row(row: Sequence[Any]) -> RunInfo:

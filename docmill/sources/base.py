@@ -13,6 +13,9 @@ class Source(Protocol):
 
     name: str
 
+    def check(self) -> None:
+        """Raise SourceError when the source cannot be listed at all (root gone, not a folder, no access)."""
+
     def discover(self) -> Iterator[DocumentRef]:
         """Yield every document with a cheap version fingerprint; raise SourceError if the root is gone."""
 

@@ -118,15 +118,28 @@ class LocalSource:
         everything = self._pattern is None and _takes_all(tuple(cfg.include)) and not cfg.exclude
         self._wanted: Callable[[str], bool] | None = None if everything else self._wants
 
+    def check(self) -> None:
+        """Raise SourceError unless the root is a listable folder or a regular file."""
+        try:
+            mode = self.root.stat().st_mode
+        except FileNotFoundError:
+            raise SourceError(f"source {self.name!r}: {self.root} does not exist") from None
+        except OSError as exc:
+            raise SourceError(f"source {self.name!r}: cannot read {self.root} ({exc.strerror})") from None
+        if stat.S_ISREG(mode):
+            return
+        if not stat.S_ISDIR(mode):
+            raise SourceError(f"source {self.name!r}: {self.root} is neither a folder nor a regular file "
+                              "(a device, FIFO or socket): give a folder, a file or a glob")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise SourceError(f"source {self.name!r}: cannot list folder {self.root} (permission denied)")
+
     def discover(self) -> Iterator[DocumentRef]:
         """Walk the root; yields files in a stable order."""
-        if not self.root.exists():
-            raise SourceError(f"source {self.name!r}: {self.root} does not exist")
+        self.check()
         if self.root.is_file():
             yield self._ref(str(self.root), self.root.name, self.root.stat())
             return
-        if not os.access(self.root, os.R_OK | os.X_OK):
-            raise SourceError(f"source {self.name!r}: cannot read folder {self.root} (permission denied)")
         yield from self._walk(str(self.root))
 
     def _walk(self, root: str) -> Iterator[DocumentRef]:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,18 @@ def test_a_store_file_that_is_no_database_is_a_clear_error(tmp_path: Path) -> No
         proc = run(*args, "--db", "store.db", cwd=tmp_path, check_code=1)
         assert "store.db as a SQLite store (file is not a database)" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_reading_commands_without_a_store_say_where_to_point_them(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE notes (x)").connection.commit()
+    for args in (("search", "tulips"), ("status",), ("documents",), ("deadletter", "list"), ("claims",),
+                 ("trace", "--doc-id", "a.md"), ("monitor", "--json")):
+        proc = run(*args, cwd=tmp_path, check_code=1)
+        assert "no docmill store at .docmill/docmill.db: run `docmill ingest FOLDER` first" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        proc = run(*args, "--db", "other.db", cwd=tmp_path, check_code=1)
+        assert "other.db holds no docmill store" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / ".docmill").exists()
 
 
 def test_bad_inputs_are_dead_lettered_and_good_files_finish(tmp_path: Path) -> None:

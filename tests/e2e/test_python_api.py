@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from docmill import Config, get_processing_stats, ingest, search
 from docmill.backends import open_backend
 from docmill.backends.base import Backend
+from docmill.errors import StoreError
 from docmill.search import query_embedder
 from tests.corpus import write_good_corpus
 
@@ -79,3 +82,38 @@ def test_searches_in_one_process_see_every_ingest_in_between(tmp_path: Path, bac
     (docs / "bees.md").unlink()
     ingest(config, db=backend_url)
     assert [h.uri.rsplit("/", 1)[-1] for h in search(question, config, db=backend_url, k=3)] == ["piano.md"]
+
+
+def test_reading_a_store_docmill_never_filled_is_a_clear_error(tmp_path: Path, backend_url: str) -> None:
+    config = Config()
+    reads = (lambda: search("tulips", config, db=backend_url), lambda: get_processing_stats(config, db=backend_url))
+    for read in reads:
+        with pytest.raises(StoreError, match="no docmill store"):
+            read()
+    missing = tmp_path / "nowhere" / "store.db"
+    with pytest.raises(StoreError, match="no docmill store at"):
+        search("tulips", config, db=str(missing))
+    assert not missing.parent.exists()  # a read never leaves an empty store behind
+    store = open_backend(backend_url)
+    try:
+        store.init_schema()
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="holds no run yet"):
+        search("tulips", config, db=backend_url)
+
+
+def test_an_interrupted_run_resumed_lists_its_sources_again(tmp_path: Path, backend_url: str) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"note{i}.md").write_text(f"# Note {i}\n\nThe heron count of pond {i} was {i * 7}.\n")
+    config = Config(content_sources=[{"name": "docs", "path": str(docs)}])
+    first = ingest(config, db=backend_url, limit=2)  # stops with the run still ingesting, as Ctrl-C would
+    assert first.counts["pending"] == 4
+    (docs / "note5.md").unlink()
+    (docs / "otters.md").write_text("# Otters\n\nOtters returned to the river in spring.\n")
+    resumed = ingest(config, db=backend_url)
+    assert (resumed.new, resumed.removed, resumed.dead) == (1, 1, 0)
+    assert resumed.counts["done"] == 6 and resumed.exit_code == 0
+    assert search("otters river", config, db=backend_url, k=1)[0].uri.endswith("otters.md")

@@ -55,6 +55,7 @@ from docmill.backends.base import (
 from docmill.backends.common import (
     FENCED_DETAIL,
     chunk_rows,
+    claimed_documents,
     count_upserts,
     discovery_kinds,
     done_detail,
@@ -183,11 +184,6 @@ def _schema_version(c: psycopg.Connection[Any]) -> int | None:
     if c.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
         return None
     return int(c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
-
-
-def _claimed_documents(rows: Sequence[Sequence[Any]]) -> list[ClaimedDocument]:
-    return [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
-                            lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9]) for r in rows]
 
 
 def _completion_params(items: Sequence[tuple[ClaimedDocument, DocumentResult]]) -> dict[str, Any]:
@@ -427,12 +423,12 @@ class PostgresBackend:
                 pg_errors.UndefinedObject) as exc:
             raise StoreError(missing_vector_message(str(exc).strip().splitlines()[0])) from None
 
-    def open_run(self, run_id: str, config_json: str) -> RunInfo:
+    def open_run(self, run_id: str, config_json: str, *, rediscover: bool = False) -> RunInfo:
         """Create the run, or reopen a drained one for a new discovery pass; join an ingesting one."""
 
         def body(c: psycopg.Connection[Any]) -> RunInfo:
             c.execute(Q["insert_run"], {"run_id": run_id, "config_json": config_json})
-            c.execute(Q["reopen_run"], {"run_id": run_id})
+            c.execute(Q["reopen_run"], {"run_id": run_id, "rediscover": rediscover})
             return run_from_row(c.execute(Q["get_run"], {"run_id": run_id}).fetchone())
 
         return self._run(body)
@@ -534,10 +530,10 @@ class PostgresBackend:
                   "max_attempts": max_attempts, "token_prefix": new_token_prefix()}
 
         def claimed(c: psycopg.Connection[Any]) -> list[ClaimedDocument]:
-            return _claimed_documents(c.execute(Q["claim_documents"], params).fetchall())
+            return claimed_documents(c.execute(Q["claim_documents"], params).fetchall())
 
         def recover(c: psycopg.Connection[Any]) -> list[ClaimedDocument] | None:
-            return _claimed_documents(c.execute(Q["claims_of_prefix"], params).fetchall()) or None
+            return claimed_documents(c.execute(Q["claims_of_prefix"], params).fetchall()) or None
 
         docs = self._run(claimed, recover=recover)
         docs.sort(key=lambda d: d.id)
@@ -656,6 +652,11 @@ class PostgresBackend:
             return len(tokens)
 
         return self._run(body)
+
+    def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
+        """The documents ``worker_id`` holds claimed now."""
+        params = {"run_id": run_id, "worker_id": worker_id}
+        return self._read(lambda c: claimed_documents(c.execute(Q["held_by"], params).fetchall()))
 
     def cached_vectors(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors already computed for these chunk texts with this model."""

@@ -9,11 +9,13 @@ INSERT INTO runs (run_id, config_json) VALUES (%(run_id)s, %(config_json)s)
 ON CONFLICT (run_id) DO NOTHING
 
 -- reopen_run --
--- A new ingest of a drained run asks for another discovery pass and clears the shutdown flag.
+-- A new ingest of a drained run (or, with %(rediscover)s, of an interrupted one whose last pass
+-- had finished) asks for another discovery pass and clears the shutdown flag.
 UPDATE runs
 SET state = 'ingesting', discovery_gen = discovery_gen + 1, shutdown_requested = false,
     finalizer_id = NULL, finalize_expires_at = NULL, updated_at = now()
-WHERE run_id = %(run_id)s AND (state <> 'ingesting' OR shutdown_requested)
+WHERE run_id = %(run_id)s
+  AND (state <> 'ingesting' OR shutdown_requested OR (%(rediscover)s AND discovered_gen >= discovery_gen))
 
 -- get_run --
 -- One run.
@@ -191,6 +193,11 @@ SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content
 FROM documents
 WHERE run_id = %(run_id)s AND state = 'claimed' AND claimed_by = %(worker_id)s
   AND starts_with(lease_token, %(token_prefix)s || '-')
+
+-- held_by --
+-- The documents one worker holds claimed now.
+SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth
+FROM documents WHERE run_id = %(run_id)s AND state = 'claimed' AND claimed_by = %(worker_id)s
 
 -- extend_leases --
 -- Push leases forward while their holder still has them.

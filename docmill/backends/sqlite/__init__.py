@@ -33,6 +33,7 @@ from docmill.backends.common import (
     FENCED_DETAIL,
     batched,
     chunk_rows,
+    claimed_documents,
     completion_stats,
     count_upserts,
     discovery_kinds,
@@ -65,9 +66,12 @@ _ADDED_COLUMNS = (("workers", "pid_ns", "TEXT"),)
 class SQLiteBackend:
     """The Backend Protocol on one SQLite file (WAL, ``BEGIN IMMEDIATE`` for every write)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        if not create and not self.path.is_file():
+            raise StoreError(f"no docmill store at {self.path}: run `docmill ingest FOLDER` first, or point --db "
+                             "(or storage.path) at the store it filled")
         self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
         self._closed = False
         if (kept := connections.take(self.path)) is not None:
@@ -123,7 +127,7 @@ class SQLiteBackend:
     def _schema_version(self) -> int | None:
         """The store's schema version; None before docmill's tables exist (or before one is recorded)."""
         try:
-            return self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            return self.conn.execute(Q["schema_version"]).fetchone()[0]
         except sqlite3.OperationalError:
             return None  # a new file: no tables yet
 
@@ -141,11 +145,11 @@ class SQLiteBackend:
         time.sleep(timeout)
         return False
 
-    def open_run(self, run_id: str, config_json: str) -> RunInfo:
+    def open_run(self, run_id: str, config_json: str, *, rediscover: bool = False) -> RunInfo:
         """Create the run, or reopen a drained one for a new discovery pass."""
         with self._write() as c:
             c.execute(Q["insert_run"], {"run_id": run_id, "config_json": config_json})
-            c.execute(Q["reopen_run"], {"run_id": run_id})
+            c.execute(Q["reopen_run"], {"run_id": run_id, "rediscover": rediscover})
         run = self.get_run(run_id)
         assert run is not None
         return run
@@ -245,9 +249,7 @@ class SQLiteBackend:
             rows = c.execute(Q["claim_documents"], {
                 "run_id": run_id, "worker_id": worker_id, "limit": limit, "lease": lease_seconds,
                 "token_prefix": new_token_prefix()}).fetchall()
-            docs = [ClaimedDocument(id=r[0], run_id=r[1], source=r[2], key=r[3], uri=r[4], attempts=r[5],
-                                    lease_token=r[6], version=r[7], content_hash=r[8], depth=r[9])
-                    for r in rows]
+            docs = claimed_documents(rows)
             if retaken := [d.id for d in docs if d.attempts > 1]:
                 c.execute(Q["lost_events"], {"ids": json.dumps(retaken)})
             for d in docs:
@@ -344,6 +346,10 @@ class SQLiteBackend:
             if released:
                 self._event(c, "released", released, event_detail(reason="given back unprocessed (stopping)"))
         return len(released)
+
+    def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
+        """The documents ``worker_id`` holds claimed now."""
+        return claimed_documents(self.conn.execute(Q["held_by"], {"run_id": run_id, "worker_id": worker_id}))
 
     @staticmethod
     def _event(c: sqlite3.Connection, kind: str, tokens: Sequence[str], detail: str) -> None:
@@ -573,7 +579,7 @@ class SQLiteBackend:
     # -- operations ------------------------------------------------------------------
     def schema_version(self) -> int:
         """The schema version the store is at."""
-        return int(self.conn.execute(Q["schema_version"]).fetchone()[0] or 0)
+        return self._schema_version() or 0
 
     def failure_counts(self, run_id: str) -> dict[str, int]:
         """Dead documents by error class."""

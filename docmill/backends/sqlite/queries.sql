@@ -7,11 +7,13 @@ VALUES (:run_id, :config_json, now(), now())
 ON CONFLICT (run_id) DO NOTHING
 
 -- reopen_run --
--- A new ingest of a drained run asks for another discovery pass and clears the shutdown flag.
+-- A new ingest of a drained run (or, with :rediscover, of an interrupted one whose last pass had
+-- finished) asks for another discovery pass and clears the shutdown flag.
 UPDATE runs
 SET state = 'ingesting', discovery_gen = discovery_gen + 1, shutdown_requested = 0,
     finalizer_id = NULL, finalize_expires_at = NULL, updated_at = now()
-WHERE run_id = :run_id AND (state <> 'ingesting' OR shutdown_requested = 1)
+WHERE run_id = :run_id
+  AND (state <> 'ingesting' OR shutdown_requested = 1 OR (:rediscover AND discovered_gen >= discovery_gen))
 
 -- get_run --
 -- One run.
@@ -126,6 +128,11 @@ WHERE id IN (
     ORDER BY priority DESC, id
     LIMIT :limit)
 RETURNING id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth, priority
+
+-- held_by --
+-- The documents one worker holds claimed now.
+SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth
+FROM documents WHERE run_id = :run_id AND state = 'claimed' AND claimed_by = :worker_id
 
 -- insert_attempt --
 -- Open the history row of a claim.
