@@ -170,6 +170,16 @@ def test_a_store_file_that_is_no_database_is_a_clear_error(tmp_path: Path) -> No
         assert "Traceback" not in proc.stderr
 
 
+def test_a_root_that_cannot_be_listed_stops_the_ingest_and_an_empty_one_says_so(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    proc = run("ingest", "pipe", cwd=tmp_path, check_code=1, timeout=60)
+    assert "pipe is neither a folder nor a regular file" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / ".docmill").exists()
+    (tmp_path / "empty").mkdir()
+    proc = run("ingest", "empty", cwd=tmp_path)
+    assert "the sources listed no documents" in proc.stdout and "nothing changed" not in proc.stdout
+
+
 def test_reading_commands_without_a_store_say_where_to_point_them(tmp_path: Path) -> None:
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE notes (x)").connection.commit()
     for args in (("search", "tulips"), ("status",), ("documents",), ("deadletter", "list"), ("claims",),

@@ -125,3 +125,18 @@ def test_an_unreadable_sub_folder_is_an_error_after_every_readable_file(tmp_path
         assert found == ["zeta.md"]  # the readable rest was still listed: stored documents are kept
     finally:
         (tmp_path / "team").chmod(0o755)
+
+
+def test_a_root_that_is_no_folder_or_file_is_refused_before_listing(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    for root, reason in ((tmp_path / "pipe", "neither a folder nor a regular file"),
+                         (Path(os.devnull), "neither a folder nor a regular file"),
+                         (tmp_path / "missing", "does not exist")):
+        source = LocalSource(SourceConfig(name="s", path=str(root)))
+        with pytest.raises(SourceError, match=reason):
+            source.check()
+        with pytest.raises(SourceError, match=reason):
+            list(source.discover())
+    LocalSource(SourceConfig(name="s", path=str(tmp_path))).check()  # a folder and a file pass
+    (tmp_path / "a.md").write_text("# A\n")
+    LocalSource(SourceConfig(name="s", path=str(tmp_path / "a.md"))).check()
