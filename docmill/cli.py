@@ -81,7 +81,8 @@ class _BarProgress:
     def __init__(self) -> None:
         self.tty = err.is_terminal
         self.started = time.monotonic()
-        self.first_finished: int | None = None
+        self.previous: int | None = None  # documents finished at the previous update
+        self.finished_here = 0  # documents this command saw finish
         self.last_line = 0.0
         self.shown = -1  # documents finished at the last line printed
         self.bar: Progress | None = None
@@ -101,10 +102,11 @@ class _BarProgress:
             self.bar.stop()
 
     def update(self, finished: int, total: int, counts: dict[str, int]) -> None:
-        if self.first_finished is None:
-            self.first_finished = finished  # documents already done before this command started
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = (finished - self.first_finished) / elapsed
+        # Only increases count: discovery removing vanished documents lowers `finished` without any
+        # work undone, and the documents done before this command started are not its work.
+        self.finished_here += max(0, finished - (finished if self.previous is None else self.previous))
+        self.previous = finished
+        rate = self.finished_here / max(time.monotonic() - self.started, 1e-6)
         if self.bar is not None:
             self.bar.update(self.task, completed=finished, total=total or None, rate=f"{rate:.1f} docs/s")
         elif total and (time.monotonic() - self.last_line >= 5 or (finished == total and self.shown != finished)):
