@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +25,7 @@ from docmill.backends.base import Backend
 from docmill.config import Config, redact_url
 from docmill.errors import DocmillError
 from docmill.ops import RequeueReport, analyze
+from docmill.printable import printable
 from docmill.runner import IngestSummary, ingest
 from docmill.search import search
 from docmill.stats import collect, latest_run_id
@@ -43,8 +44,14 @@ RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run to show (defau
                                             "else the latest).", show_default=False)]
 
 
+def escape(text: str) -> str:
+    """Text from files and documents as one inert line of rich markup: no markup, no terminal control."""
+    return escape_markup(printable(text))
+
+
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # Messages may span lines (a config's errors, one per line); their controls are still shown inert.
+    err.print(f"[bold red]error:[/] {escape_markup(printable(message, one_line=False))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -135,7 +142,7 @@ def _print_summary(s: IngestSummary) -> None:
     table.add_row("time", took + rate)
     out.print(table)
     for warning in s.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     for error in s.errors:
         err.print(f"[red]worker error:[/] {escape(str(error))}", highlight=False)
     if s.dead_letters:
@@ -308,8 +315,8 @@ def documents_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = N
         table.add_column(name, no_wrap=True)
     table.add_column("last error", ratio=2)
     for r in rows:
-        table.add_row(str(r["id"]), Text(r["uri"]), r["state"], str(r["attempts"]), str(r["chunks"]),
-                      Text(f"{r['error_class']}: {r['last_error']}" if r["last_error"] else ""))
+        table.add_row(str(r["id"]), Text(printable(r["uri"])), r["state"], str(r["attempts"]), str(r["chunks"]),
+                      Text(printable(f"{r['error_class']}: {r['last_error']}") if r["last_error"] else ""))
     out.print(table)
 
 
@@ -400,7 +407,7 @@ def deadletter_list_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunO
         return
     table = Table("id", "uri", "error")
     for r in rows:
-        table.add_row(str(r["id"]), Text(r["uri"]), r["error_class"] or "")
+        table.add_row(str(r["id"]), Text(printable(r["uri"])), r["error_class"] or "")
     out.print(table)
 
 
@@ -421,8 +428,8 @@ def deadletter_analyze_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: R
         return
     table = Table("count", "error class", "pattern", "example")
     for g in groups:
-        table.add_row(str(g["count"]), g["error_class"], Text(g["pattern"]),
-                      Text(f"#{g['example_id']} {g['example_uri']}\n{g['example_message']}"))
+        table.add_row(str(g["count"]), g["error_class"], Text(printable(g["pattern"])),
+                      Text(f"#{g['example_id']} {printable(g['example_uri'])}\n{printable(g['example_message'])}"))
     out.print(table)
 
 
@@ -513,7 +520,7 @@ def claims_cmd(config: ConfigOpt = None, db: DbOpt = None, run_id: RunOpt = None
     table = Table("id", "uri", "worker", "attempt", "held", "lease")
     for c in rows:
         lease = "EXPIRED" if c["expired"] else f"{(c['lease_expires_at'] or now) - now:.0f}s left"
-        table.add_row(str(c["id"]), Text(c["uri"]), c["worker_id"] or "-", str(c["attempts"]),
+        table.add_row(str(c["id"]), Text(printable(c["uri"])), c["worker_id"] or "-", str(c["attempts"]),
                       f"{c['held_seconds']:.0f}s", lease)
     out.print(table)
 

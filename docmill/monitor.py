@@ -23,6 +23,7 @@ from docmill.backends.base import Backend
 from docmill.config import Config
 from docmill.models import DocState, RunState
 from docmill.ops import analyze
+from docmill.printable import printable
 from docmill.stats import ProcessingStats, collect
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -142,9 +143,10 @@ class Dashboard:
                             str(len(w.holding)), str(w.processed), str(w.failed))
         recent = Table("when", "outcome", "document", "error", box=None)
         for e in errors:
-            # Paths and messages are data: Text keeps "[...]" in them from being read as markup.
-            recent.add_row(time.strftime("%H:%M:%S", time.localtime(e.finished_at)), e.outcome, Text(e.uri[-50:]),
-                           Text(f"{e.error_class}: {(e.message or '')[:80]}"))
+            # Paths and messages are data: Text keeps "[...]" from being read as markup, printable keeps
+            # control characters from reaching the terminal.
+            recent.add_row(time.strftime("%H:%M:%S", time.localtime(e.finished_at)), e.outcome,
+                           Text(printable(e.uri)[-50:]), Text(printable(f"{e.error_class}: {(e.message or '')[:80]}")))
         layout = Layout()
         layout.split_column(Layout(Panel(head, title="docmill monitor (Ctrl-C to quit)"), size=4),
                             Layout(name="middle", size=max(8, len(stats.counts) + 4)),

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from docmill.config import LoggingConfig
+from docmill.printable import printable
 
 _SECRET_IN_URL = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _CONTEXT: dict[str, str] = {}
@@ -44,6 +45,12 @@ class _TextFormatter(logging.Formatter):
     def __init__(self, with_worker: bool) -> None:
         super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
         self.with_worker = with_worker
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A log line names files and quotes their errors: their control characters are shown, not obeyed,
+        # and a newline in a file name cannot forge a line of its own (a traceback keeps its lines).
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = redact(super().format(record))

@@ -180,6 +180,21 @@ def test_a_root_that_cannot_be_listed_stops_the_ingest_and_an_empty_one_says_so(
     assert "the sources listed no documents" in proc.stdout and "nothing changed" not in proc.stdout
 
 
+def test_control_characters_in_names_and_text_never_reach_the_terminal(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "\x1b]0;pwned\x07zebra.md").write_text("# Zebra \x1b[2J facts\n\nThe zebra \x1b[31mruns\x1b[0m fast.\n")
+    (docs / "bad\nname\x1b[5m.pdf").write_bytes(b"%PDF-1.4 broken")
+    proc = run("ingest", "docs", cwd=tmp_path, check_code=3)
+    found = run("search", "zebra", cwd=tmp_path)
+    listed = run("deadletter", "list", cwd=tmp_path)
+    for printed in (proc.stdout, proc.stderr, found.stdout, listed.stdout):
+        assert "\x1b" not in printed and "\x07" not in printed, printed
+    # Shown as escapes instead (rich wraps long lines where it likes).
+    assert "\\x1b]0;pwned\\x07zebra.md" in found.stdout.replace("\n", "")
+    assert "bad\\nname" in proc.stderr.replace("\n", "")
+
+
 def test_reading_commands_without_a_store_say_where_to_point_them(tmp_path: Path) -> None:
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE notes (x)").connection.commit()
     for args in (("search", "tulips"), ("status",), ("documents",), ("deadletter", "list"), ("claims",),
