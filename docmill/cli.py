@@ -63,6 +63,9 @@ def _guard(fn: Callable[[], T]) -> T:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except MemoryError:
+        _fail("out of memory: give the process more memory, or lower workers.max_inflight_chunks, "
+              "embedding.batch_size or --workers")
     raise AssertionError("unreachable")
 
 

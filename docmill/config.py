@@ -401,6 +401,13 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return keys
 
 
+def _clip(text: str, limit: int) -> str:
+    """``text``, or its start and end around "…" when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit * 2 // 3]}…({len(text)} characters)…{text[-limit // 4:]}"
+
+
 def format_validation_error(exc: ValidationError, path: Path | None, model: type[BaseModel]) -> str:
     """One readable line per problem: ``file: section.key: what is wrong``."""
     lines = []
@@ -414,7 +421,8 @@ def format_validation_error(exc: ValidationError, path: Path | None, model: type
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], dict):
-                msg += f" (got {err['input']!r})"
-        lines.append(f"{where or 'config'}: {msg}")
+                msg += f" (got {_clip(repr(err['input']), 80)})"
+        # A key or value may be megabytes long (a pasted file): name it, never echo it whole.
+        lines.append(_clip(f"{_clip(where, 120) or 'config'}: {msg}", 400))
     prefix = f"{path}: " if path else ""
     return prefix + ("invalid configuration:\n  " if len(lines) > 1 else "") + "\n  ".join(lines)
