@@ -152,8 +152,12 @@ def _print_summary(s: IngestSummary) -> None:
         err.print(f"[bold red]{s.counts.get('dead', 0)} document(s) in the dead-letter queue:[/]")
         for d in s.dead_letters:
             err.print(f"  {escape(d['uri'])}: [red]{d['error_class']}[/]: {escape(d['error'])}", highlight=False)
+    left = s.counts.get("pending", 0) + s.counts.get("claimed", 0)
     if s.limit_reached:
-        err.print(f"--limit reached: {s.counts.get('pending', 0)} documents still pending")
+        err.print(f"--limit reached: {left} documents still pending")
+    elif left:
+        err.print(f"[yellow]stopped before the end:[/] {left} documents still to do; run the same command "
+                  "again to go on from here", highlight=False)
 
 
 @app.command("ingest")
