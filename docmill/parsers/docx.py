@@ -1,18 +1,23 @@
-"""DOCX (python-docx): body in document order, headings build paths, tables become `a | b` lines."""
+"""DOCX: the package's XML read as a stream, body in document order, headings build paths, tables
+become `a | b` lines.
+
+The parts are read with expat, one event per tag and nothing kept but the text: python-docx built
+the whole tree and walked it in Python, and a 120 KB file of ten million empty paragraphs took three
+minutes and 1.4 GB. What is read matches what python-docx gave: paragraph text from runs and
+hyperlinks (tracked changes, text boxes and nested tables left out), styles followed up their
+``basedOn`` chain, merged table cells written once per row.
+"""
 
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-
-import docx
-from docx.document import Document as DocxDocument
-from docx.oxml.ns import qn
-from docx.table import Table
-from docx.text.paragraph import Paragraph
+from xml.parsers import expat
 
 from docmill.errors import CorruptDocumentError, DocumentTooLargeError
 from docmill.models import ParsedDocument
@@ -25,132 +30,340 @@ _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.IGNORECASE)
 _TITLE_STYLE = "title"
 # Custom heading styles usually derive from a built-in one; look this far up the chain.
 _MAX_STYLE_DEPTH = 4
-_HYPERLINK_RELTYPE = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink"
-#: python-docx unzips every part of the package into memory: a few MB of zipped XML can expand to
-#: gigabytes (a zip bomb). Real documents, images included, stay far below this.
+#: A few MB of zipped XML can unzip to gigabytes (a zip bomb), which even streamed take many minutes
+#: to read. The sizes a package's directory declares are what zipfile will read; real documents,
+#: images included, stay far below this.
 MAX_EXPANDED_BYTES = 1_000_000_000
+# Real documents define a few hundred styles; a part of millions would only fill memory.
+_MAX_STYLES = 10_000
+
+# Element and attribute names as expat reports them with namespace_separator="}": "<uri>}<local>".
+_W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_VAL = _W + "val"
+_RELATIONSHIP = "http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
+_DC = "http://purl.org/dc/elements/1.1/}"
+_OFFICE_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
+_MAIN_RELTYPE = _OFFICE_RELS + "officeDocument"
+_STYLES_RELTYPE = _OFFICE_RELS + "styles"
+_HYPERLINK_RELTYPE = _OFFICE_RELS + "hyperlink"
+_CORE_RELTYPE = "http://schemas.openxmlformats.org/package/2006/relationships/metadata/core-properties"
+_USED_RELTYPES = frozenset({_MAIN_RELTYPE, _STYLES_RELTYPE, _HYPERLINK_RELTYPE, _CORE_RELTYPE})
+_DEFAULT_MAIN_PART = "word/document.xml"
+
+# The place of an element in the body, from its parent's place and its own tag. Only elements whose
+# text is read have one; any other element, and everything inside it, is skipped.
+_PLACES: dict[tuple[str, str], str] = {
+    ("root", _W + "document"): "document",
+    ("document", _W + "body"): "block",
+    # Content controls (a table of contents, form blocks) wrap ordinary paragraphs and tables.
+    ("block", _W + "sdt"): "sdt",
+    ("sdt", _W + "sdtContent"): "block",
+    ("block", _W + "p"): "p",
+    ("block", _W + "tbl"): "tbl",
+    ("tbl", _W + "tr"): "tr",
+    ("tr", _W + "trPr"): "trPr",
+    ("tr", _W + "tc"): "tc",
+    ("tc", _W + "tcPr"): "tcPr",
+    ("tc", _W + "p"): "p",
+    ("p", _W + "pPr"): "pPr",
+    ("p", _W + "r"): "r",
+    ("p", _W + "hyperlink"): "hyperlink",
+    ("hyperlink", _W + "r"): "r",
+    ("r", _W + "t"): "t",
+}
+# Run content that stands for one character (w:br is a line break only when of type textWrapping).
+_RUN_CHARACTERS = {_W + "tab": "\t", _W + "ptab": "\t", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
+
+_StartHandler = Callable[[str, dict[str, str]], None]
+_EndHandler = Callable[[str], None]
+_DataHandler = Callable[[str], None]
 
 
 def parse(data: bytes, name: str) -> ParsedDocument:
-    """Parse a DOCX; a package python-docx cannot open raises CorruptDocumentError."""
+    """Parse a DOCX; a package that cannot be read raises CorruptDocumentError."""
     _check_expansion(data, name)
     try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # zipfile, lxml and python-docx each raise their own types
-        raise CorruptDocumentError(f"corrupt DOCX: {exc or type(exc).__name__} ({name})") from exc
-    try:
-        return _read(document, name)
-    except Exception as exc:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            return _read(package, name)
+    except Exception as exc:  # zipfile, zlib and expat each raise their own types
         raise CorruptDocumentError(f"corrupt DOCX: {exc or type(exc).__name__} ({name})") from exc
 
 
 def _check_expansion(data: bytes, name: str) -> None:
-    """Refuse a package whose parts unzip to more than MAX_EXPANDED_BYTES (the sizes its directory
-    declares, which are also what zipfile will read)."""
+    """Refuse a package whose parts unzip to more than MAX_EXPANDED_BYTES."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as package:
             expanded = sum(info.file_size for info in package.infolist())
     except (zipfile.BadZipFile, ValueError):
-        return  # not a readable zip: python-docx says what is wrong with it
+        return  # not a readable zip: parse() says what is wrong with it
     if expanded > MAX_EXPANDED_BYTES:
         raise DocumentTooLargeError(f"DOCX unzips to {expanded / 1e9:.1f} GB, over {MAX_EXPANDED_BYTES / 1e9:.0f} GB: "
                                     f"refused as a likely zip bomb ({name})")
 
 
-def _read(document: DocxDocument, name: str) -> ParsedDocument:
-    """Walk the body in document order, writing paragraphs and tables under their headings."""
-    writer = SectionWriter()
-    title_paragraph: str | None = None
-    first_heading: str | None = None
-    for block in _blocks(document):
-        if isinstance(block, Table):
-            for line in _table_lines(block):
-                writer.add(line)
-            continue
-        text = block.text.strip()
-        if not text:
-            continue
-        kind, level = _paragraph_kind(block)
-        if kind == "title":
-            # The Title style names the document; kept out of heading paths so they stay short.
-            title_paragraph = title_paragraph or text
-        elif kind == "heading":
-            first_heading = first_heading or text
-            writer.heading(level, " ".join(text.split()))
-        elif kind == "bullet":
-            writer.add(f"- {text}")
-        else:
-            writer.add(text)
-    writer.flush()
+def _read(package: zipfile.ZipFile, name: str) -> ParsedDocument:
+    """Read the core properties and styles, then stream the main document part through a _BodyReader."""
+    members = frozenset(package.namelist())
+    package_rels = _relationships(package, members, "")
+    main = _target_of(package_rels, _MAIN_RELTYPE, "") or _DEFAULT_MAIN_PART
+    main_rels = _relationships(package, members, main)
+    core = _CoreReader()
+    core_part = _target_of(package_rels, _CORE_RELTYPE, "")
+    if core_part in members:
+        _stream(package, core_part, core.start, core.end, core.data)
+    styles = _StyleReader()
+    styles_part = _target_of(main_rels, _STYLES_RELTYPE, main)
+    if styles_part in members:
+        _stream(package, styles_part, styles.start)
+    body = _BodyReader(styles)
+    _stream(package, main, body.start, body.end, body.data)
+    body.writer.flush()
 
-    core = document.core_properties
-    metadata: dict[str, Any] = {}
-    if (core.author or "").strip():
-        metadata["author"] = core.author.strip()
-    title = (core.title or "").strip() or title_paragraph or first_heading or file_stem(name)
+    metadata: dict[str, Any] = {"author": core.author} if core.author else {}
     return ParsedDocument(
-        title=title,
-        sections=writer.sections,
+        title=core.title or body.title_paragraph or body.first_heading or file_stem(name),
+        sections=body.writer.sections,
         mime=MIME,
         metadata=metadata,
-        links=_hyperlinks(document),
+        links=_hyperlinks(main_rels),
     )
 
 
-def _blocks(document: DocxDocument) -> Iterator[Paragraph | Table]:
-    """Paragraphs and tables of the body in document order, content controls unwrapped."""
-    yield from _children(document.element.body, document)
+def _stream(package: zipfile.ZipFile, part: str, start: _StartHandler, end: _EndHandler | None = None,
+            data: _DataHandler | None = None) -> None:
+    """Feed one XML part of the package to expat handlers, without building a tree."""
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True  # one data call per text run, not one per expat buffer
+    # No DOCX part has a DTD, and its entity definitions are what XML bombs are made of.
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.StartElementHandler = start
+    if end is not None:
+        parser.EndElementHandler = end
+    if data is not None:
+        parser.CharacterDataHandler = data
+    with package.open(part) as stream:
+        parser.ParseFile(stream)
 
 
-def _children(parent: Any, document: DocxDocument) -> Iterator[Paragraph | Table]:
-    for child in parent.iterchildren():
-        if child.tag == qn("w:p"):
-            yield Paragraph(child, document)
-        elif child.tag == qn("w:tbl"):
-            yield Table(child, document)
-        elif child.tag == qn("w:sdt"):
-            # Content controls (a table of contents, form blocks) wrap ordinary paragraphs and tables.
-            content = child.find(qn("w:sdtContent"))
-            if content is not None:
-                yield from _children(content, document)
+def _refuse_dtd(*_: object) -> None:
+    raise ValueError("a document type declaration, which DOCX parts never have")
 
 
-def _paragraph_kind(paragraph: Paragraph) -> tuple[str, int]:
-    """('title'|'heading'|'bullet'|'body', heading level) from the paragraph's style chain."""
-    style = paragraph.style
-    for _ in range(_MAX_STYLE_DEPTH):
-        if style is None:
-            break
-        style_name = (style.name or "").strip()
-        if style_name.lower() == _TITLE_STYLE:
-            return "title", 0
-        match = _HEADING_STYLE.match(style_name)
-        if match:
-            return "heading", int(match.group(1))
-        if style_name.lower().startswith("list bullet"):
-            return "bullet", 0
-        style = style.base_style
-    return "body", 0
+def _relationships(package: zipfile.ZipFile, members: frozenset[str], part: str) -> list[dict[str, str]]:
+    """Attributes of the relationships of ``part`` ('' for the package itself) that docmill follows, in
+    file order (a package may relate thousands of images)."""
+    folder, _, file = part.rpartition("/")
+    rels_part = posixpath.join(folder, "_rels", f"{file}.rels")
+    if rels_part not in members:
+        return []
+    found: list[dict[str, str]] = []
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        if tag == _RELATIONSHIP and attrs.get("Type") in _USED_RELTYPES:
+            found.append(attrs)
+
+    _stream(package, rels_part, start)
+    return found
 
 
-def _table_lines(table: Table) -> Iterator[str]:
-    """One `cell | cell` line per row; a merged cell is written once, not once per grid column."""
-    for row in table.rows:
-        cells: list[str] = []
-        previous = None
-        for cell in row.cells:
-            if cell._tc is previous:
-                continue
-            previous = cell._tc
-            cells.append(" ".join(cell.text.split()))
-        if any(cells):
-            yield " | ".join(cells)
+def _target_of(rels: list[dict[str, str]], reltype: str, source: str) -> str:
+    """Package member the first relationship of ``reltype`` points to ('' when there is none);
+    a target is relative to the folder of its ``source`` part unless it starts with a slash."""
+    target = next((rel.get("Target", "") for rel in rels if rel.get("Type") == reltype), "")
+    if not target:
+        return ""
+    if target.startswith("/"):
+        return posixpath.normpath(target.lstrip("/"))
+    return posixpath.normpath(posixpath.join(posixpath.dirname(source), target))
 
 
-def _hyperlinks(document: DocxDocument) -> list[str]:
-    """External hyperlink targets of the main document part, without duplicates."""
-    links: list[str] = []
-    for rel in document.part.rels.values():
-        if rel.reltype == _HYPERLINK_RELTYPE and rel.is_external and rel.target_ref not in links:
-            links.append(rel.target_ref)
-    return links
+def _hyperlinks(rels: list[dict[str, str]]) -> list[str]:
+    """External hyperlink targets, in order, without duplicates."""
+    return list(dict.fromkeys(
+        rel["Target"] for rel in rels
+        if rel.get("Type") == _HYPERLINK_RELTYPE and rel.get("TargetMode") == "External" and rel.get("Target")
+    ))
+
+
+class _CoreReader:
+    """Title and author from the core properties part (docProps/core.xml)."""
+
+    def __init__(self) -> None:
+        self.title = ""
+        self.author = ""
+        self._field: str | None = None
+        self._text: list[str] = []
+
+    def start(self, tag: str, _: dict[str, str]) -> None:
+        if tag in (_DC + "title", _DC + "creator"):
+            self._field = tag
+            self._text = []
+
+    def data(self, text: str) -> None:
+        if self._field is not None:
+            self._text.append(text)
+
+    def end(self, tag: str) -> None:
+        if tag == self._field:
+            value = "".join(self._text).strip()
+            if tag == _DC + "title":
+                self.title = value
+            else:
+                self.author = value
+            self._field = None
+
+
+@dataclass(slots=True)
+class _Style:
+    kind: str  # w:type: paragraph, character, table or numbering
+    name: str = ""
+    based_on: str | None = None
+
+
+class _StyleReader:
+    """Styles by id from the styles part, and the kind of paragraph each style makes."""
+
+    def __init__(self) -> None:
+        self._styles: dict[str, _Style] = {}
+        self._default: _Style | None = None
+        self._current: _Style | None = None
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        if tag == _W + "style":
+            self._current = _Style(attrs.get(_W + "type", "paragraph"))
+            if len(self._styles) < _MAX_STYLES:
+                self._styles[attrs.get(_W + "styleId", "")] = self._current
+            if self._current.kind == "paragraph" and attrs.get(_W + "default") in ("1", "true", "on"):
+                self._default = self._current
+        # Only a style has w:name and w:basedOn children (latent styles name theirs in attributes), so
+        # they belong to the last style opened, and no end events are needed.
+        elif tag == _W + "name" and self._current is not None:
+            self._current.name = attrs.get(_VAL, "")
+        elif tag == _W + "basedOn" and self._current is not None:
+            self._current.based_on = attrs.get(_VAL)
+
+    def paragraph_kind(self, style_id: str | None) -> tuple[str, int]:
+        """('title'|'heading'|'bullet'|'body', heading level) of a paragraph of style ``style_id``;
+        like Word, a paragraph without a style, or with one that is not a paragraph style, has the
+        default paragraph style."""
+        style = self._styles.get(style_id) if style_id is not None else None
+        if style is None or style.kind != "paragraph":
+            style = self._default
+        for _ in range(_MAX_STYLE_DEPTH):
+            if style is None:
+                break
+            style_name = style.name.strip()
+            if style_name.lower() == _TITLE_STYLE:
+                return "title", 0
+            match = _HEADING_STYLE.match(style_name)
+            if match:
+                return "heading", int(match.group(1))
+            if style_name.lower().startswith("list bullet"):
+                return "bullet", 0
+            style = self._styles.get(style.based_on) if style.based_on is not None else None
+        return "body", 0
+
+
+class _BodyReader:
+    """Writes the body's paragraphs and table rows to a SectionWriter as expat reads them.
+
+    Memory holds the text of one paragraph or table row, the stack of open elements, and the text of
+    the previous row's cells (a vertically merged cell shows the text of the cell it continues).
+    """
+
+    def __init__(self, styles: _StyleReader) -> None:
+        self.writer = SectionWriter()
+        self.title_paragraph: str | None = None
+        self.first_heading: str | None = None
+        self._styles = styles
+        self._places: list[str] = ["root"]  # the place (see _PLACES) of each open element
+        self._text: list[str] = []  # of the paragraph being read
+        self._style: str | None = None
+        self._cell: list[str] = []  # paragraph texts of the cell being read
+        self._span = 1
+        self._merge: str | None = None
+        self._row: list[str] = []
+        self._column = 0  # grid column of the cell being read
+        self._row_by_column: dict[int, str] = {}
+        self._above: dict[int, str] = {}
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        parent = self._places[-1]
+        place = _PLACES.get((parent, tag), "")
+        self._places.append(place)
+        if place == "p":
+            self._text = []
+            self._style = None
+        elif parent == "r":
+            if tag == _W + "br":
+                self._text.append("\n" if attrs.get(_W + "type", "textWrapping") == "textWrapping" else "")
+            else:
+                self._text.append(_RUN_CHARACTERS.get(tag, ""))
+        elif parent == "pPr" and tag == _W + "pStyle":
+            self._style = attrs.get(_VAL)
+        elif place == "tc":
+            self._cell, self._span, self._merge = [], 1, None
+        elif parent == "tcPr" and tag == _W + "gridSpan":
+            self._span = _number(attrs.get(_VAL), 1)
+        elif parent == "tcPr" and tag == _W + "vMerge":
+            self._merge = attrs.get(_VAL, "continue")
+        elif place == "tr":
+            self._row, self._column, self._row_by_column = [], 0, {}
+        elif parent == "trPr" and tag == _W + "gridBefore":
+            self._column = _number(attrs.get(_VAL), 0)
+        elif place == "tbl":
+            self._above = {}
+
+    def data(self, text: str) -> None:
+        if self._places[-1] == "t":
+            self._text.append(text)
+
+    def end(self, _: str) -> None:
+        place = self._places.pop()
+        if place == "p":
+            if self._text:  # most empty paragraphs have no runs: they end here
+                self._end_paragraph("".join(self._text))
+        elif place == "tc":
+            self._end_cell()
+        elif place == "tr":
+            self._above = self._row_by_column
+            if any(self._row):
+                self.writer.add(" | ".join(self._row))
+
+    def _end_paragraph(self, text: str) -> None:
+        if self._places[-1] == "tc":
+            self._cell.append(text)
+            return
+        text = text.strip()
+        if not text:
+            return
+        kind, level = self._styles.paragraph_kind(self._style)
+        if kind == "title":
+            # The Title style names the document; kept out of heading paths so they stay short.
+            self.title_paragraph = self.title_paragraph or text
+        elif kind == "heading":
+            self.first_heading = self.first_heading or text
+            self.writer.heading(level, " ".join(text.split()))
+        elif kind == "bullet":
+            self.writer.add(f"- {text}")
+        else:
+            self.writer.add(text)
+
+    def _end_cell(self) -> None:
+        """A cell is written once, however many grid columns it spans; one that continues a vertical
+        merge shows the text of the cell above it."""
+        if self._merge is not None and self._merge != "restart":
+            text = self._above.get(self._column, "")
+        else:
+            text = " ".join(" ".join(self._cell).split())
+        self._row_by_column[self._column] = text
+        self._row.append(text)
+        self._column += self._span
+
+
+def _number(value: str | None, default: int) -> int:
+    """An integer attribute, ``default`` when absent or not a number."""
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
