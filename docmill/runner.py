@@ -28,6 +28,7 @@ from docmill.models import DocState, RunState
 from docmill.observability import setup_logging
 from docmill.pipeline import PipelineStats
 from docmill.sources import create_source
+from docmill.sources.base import Source
 from docmill.stats import worker_state
 from docmill.worker import Limit, Worker, WorkerReport, run_worker_process
 
@@ -116,8 +117,6 @@ def prepare_config(config: Config | str | Path | None, sources: Sequence[str]) -
     if not cfg.content_sources:
         raise ConfigError("nothing to ingest: give a folder (docmill ingest ./docs) "
                           "or list content_sources in the config")
-    for src in cfg.content_sources:
-        create_source(src).check()  # a root that cannot be listed at all stops the ingest before it starts
     return cfg
 
 
@@ -127,6 +126,9 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
     """Process every document of the config's sources (or of ``sources``) until the run drains."""
     started = time.monotonic()
     cfg = prepare_config(config, sources)
+    configured = {s.name: create_source(s) for s in cfg.content_sources}
+    for source in configured.values():
+        source.check()  # a root that cannot be listed at all stops the ingest before the store is touched
     setup_logging(cfg.logging)
     url = database_url(cfg, db)
     n_workers = workers or cfg.workers.max_workers
@@ -136,7 +138,7 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.check_connection_budget(cfg, n_workers)
         backend.init_schema()
         run_id = cfg.run_id()
-        if (counts := _nothing_to_do(backend, cfg, run_id)) is not None:
+        if (counts := _nothing_to_do(backend, run_id, configured)) is not None:
             return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started, counts)
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True),
                          rediscover=_interrupted(backend, cfg, run_id))
@@ -156,7 +158,7 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.close()
 
 
-def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> dict[str, int] | None:
+def _nothing_to_do(backend: Backend, run_id: str, sources: dict[str, Source]) -> dict[str, int] | None:
     """The run's counts when it is complete, holds nothing pending or claimed, and its sources list
     exactly what it stored: then no worker needs to start, and nothing is written. Else None."""
     run = backend.get_run(run_id)
@@ -165,7 +167,6 @@ def _nothing_to_do(backend: Backend, cfg: Config, run_id: str) -> dict[str, int]
     counts = backend.counts(run_id)
     if counts[DocState.PENDING] or counts[DocState.CLAIMED]:
         return None
-    sources = {s.name: create_source(s) for s in cfg.content_sources}
     return counts if sources_unchanged(backend, sources, run_id) else None
 
 
