@@ -149,3 +149,24 @@ def test_a_forked_child_never_uses_its_parents_connection(tmp_path: Path, no_kep
     again = SQLiteBackend(tmp_path / "s.db")
     assert again.conn is kept and again.get_run(RUN) is not None
     again.close()
+
+
+def test_a_full_disk_or_read_only_store_is_a_clear_error_and_rolls_back(tmp_path: Path) -> None:
+    store = SQLiteBackend(tmp_path / "full.db")
+    try:
+        store.init_schema()
+        store.open_run("r", "{}")
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # what a full disk looks like to SQLite
+        refs = [DocumentRef("s", f"doc{i:05d}-{'x' * 200}.md", f"/d/{i}") for i in range(2000)]
+        with pytest.raises(StoreError, match=r"full\.db: the disk is full\. Free some space"):
+            store.upsert_documents("r", refs, 1)
+        assert not store.conn.in_transaction and store.count_source_documents("r", "s") == 0
+        store.conn.execute("PRAGMA max_page_count = 1073741823")
+        store.conn.execute("PRAGMA query_only = 1")
+        with pytest.raises(StoreError, match="it is read-only"):
+            store.upsert_documents("r", refs[:1], 1)
+        store.conn.execute("PRAGMA query_only = 0")
+        assert store.upsert_documents("r", refs[:3], 1).new == 3  # the same connection works again
+    finally:
+        store.close()

@@ -63,6 +63,19 @@ RL = load_queries(__name__, "ratelimit.sql")
 _ADDED_COLUMNS = (("workers", "pid_ns", "TEXT"),)
 
 
+def _write_problem(exc: sqlite3.OperationalError) -> str | None:
+    """What the user must do about a write the file system refused; None for any other error."""
+    primary = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # extended codes keep the primary in the low byte
+    if primary == sqlite3.SQLITE_FULL:
+        return ("the disk is full. Free some space (or give another --db) and run the same command again: "
+                "what was stored stays, the rest is done then")
+    if primary == sqlite3.SQLITE_READONLY:
+        return "it is read-only (permissions, or a read-only mount): make it writable or give another --db"
+    if primary == sqlite3.SQLITE_IOERR:
+        return f"the file system reported an I/O error ({exc}): check the disk, then run the same command again"
+    return None
+
+
 class SQLiteBackend:
     """The Backend Protocol on one SQLite file (WAL, ``BEGIN IMMEDIATE`` for every write)."""
 
@@ -96,14 +109,20 @@ class SQLiteBackend:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so two claimers never both read the same rows.
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            # IMMEDIATE takes the write lock up front, so two claimers never both read the same rows.
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if (problem := _write_problem(exc)) is None:
+                raise
+            raise StoreError(f"cannot write to the SQLite store {self.path}: {problem}") from None
 
     # -- schema and runs ---------------------------------------------------------------
     def init_schema(self) -> None:
