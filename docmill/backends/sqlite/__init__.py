@@ -70,7 +70,8 @@ def _write_problem(exc: sqlite3.OperationalError) -> str | None:
         return ("the disk is full. Free some space (or give another --db) and run the same command again: "
                 "what was stored stays, the rest is done then")
     if primary == sqlite3.SQLITE_READONLY:
-        return "it is read-only (permissions, or a read-only mount): make it writable or give another --db"
+        return ("it is read-only (permissions of the file or its folder, or a read-only mount): docmill writes "
+                "beside it even to search; make both writable or give another --db")
     if primary == sqlite3.SQLITE_IOERR:
         return f"the file system reported an I/O error ({exc}): check the disk, then run the same command again"
     return None
@@ -104,6 +105,9 @@ class SQLiteBackend:
             self.conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             self.conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and (problem := _write_problem(exc)) is not None:
+                # Even a search writes: the WAL journal's index lives in a file beside the store.
+                raise StoreError(f"cannot use the SQLite store {self.path}: {problem}") from None
             raise StoreError(f"cannot use {self.path} as a SQLite store ({exc}): give another file with --db "
                              "or storage.path, or move this one away") from None
 
