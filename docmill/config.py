@@ -59,6 +59,8 @@ class StorageConfig(_Section):
     pool_size: int = Field(10, ge=2, description="connections this machine may open (checked against workers)")
     pool_timeout: float = Field(30.0, gt=0, description="seconds to wait for a connection before failing")
     pool_recycle: float = Field(3600.0, gt=0, description="seconds after which a connection is replaced")
+    reconnect_timeout: float = Field(60.0, gt=0, description="seconds a lost PostgreSQL connection is retried "
+                                     "(a failover) before the worker stops")
 
     @model_validator(mode="after")
     def _postgres_needs_location(self) -> StorageConfig:

@@ -47,6 +47,11 @@ class StoreError(DocmillError):
     """The store cannot be used (unreachable, missing extension, schema newer than the code)."""
 
 
+class StoreUnavailableError(StoreError, TransientError):
+    """The store stopped taking writes (connection lost for good, disk full, read-only): no document's
+    fault, so a worker stops at once instead of failing its documents one by one against it."""
+
+
 def error_class(exc: BaseException) -> str:
     """Short class name used to group failures in the dead-letter queue."""
     return type(exc).__name__

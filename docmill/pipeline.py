@@ -40,7 +40,14 @@ from docmill.backends.common import backoff_delay
 from docmill.chunking import Chunker
 from docmill.config import Config
 from docmill.embedders.base import Embedder
-from docmill.errors import DocmillError, PermanentError, RateLimitedError, TransientError, error_class
+from docmill.errors import (
+    DocmillError,
+    PermanentError,
+    RateLimitedError,
+    StoreUnavailableError,
+    TransientError,
+    error_class,
+)
 from docmill.models import Chunk, ParsedDocument
 from docmill.parsers import parse
 from docmill.ratelimit import RateLimiter
@@ -317,12 +324,13 @@ class Pipeline:
         self._close_pools(wait=True)
         self.stats.peak_rss_mb = peak_rss_mb()
 
-    def abort(self) -> None:
-        """Immediate end (second signal): give every held document back and leave at once."""
+    def abort(self, *, release: bool = True) -> None:
+        """Immediate end (second signal): give every held document back and leave at once; without
+        ``release`` (the store is gone) the leases lapse instead."""
         rest = [f.doc for f in self._docs.values()]
         self._docs.clear()
         try:
-            if rest:
+            if rest and release:
                 self.backend.release(rest)
         finally:
             self._close_pools(wait=False)
@@ -523,6 +531,8 @@ class Pipeline:
         self._settle([doc for doc, _ in items])
         try:
             oks = self._timed("store", lambda: self.backend.complete_many(items))
+        except StoreUnavailableError:
+            raise  # not these documents' fault: storing them one by one would only wait again for each
         except Exception as exc:
             if len(flights) > 1:  # find the document at fault: store each on its own
                 for flight in flights:
@@ -611,6 +621,8 @@ class Pipeline:
             message = f"gave up after {doc.attempts} attempts: {message}"
         try:
             ok = self.backend.fail(doc, error_class(exc), message, retry_in)
+        except StoreUnavailableError:
+            raise
         except Exception as store_exc:
             log.warning("could not record the failure of %s: %s", doc.uri, store_exc)
             return

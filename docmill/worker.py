@@ -23,7 +23,7 @@ from docmill.backends import open_backend
 from docmill.backends.base import Backend, ClaimedDocument
 from docmill.config import Config
 from docmill.embedders import create_embedder
-from docmill.errors import DocmillError
+from docmill.errors import DocmillError, StoreUnavailableError
 from docmill.leader import DiscoveryReport, discover
 from docmill.liveness import pid_namespace, process_alive
 from docmill.models import RunState
@@ -139,6 +139,7 @@ class Worker:
         self.stop = threading.Event()
         self.is_leader = False
         self.finalizing = False
+        self.store_lost = False  # the store stopped taking writes: shutdown skips what would wait on it
         self._held: dict[str, ClaimedDocument] = {}
         self._held_lock = threading.Lock()
         self.pipeline: Pipeline | None = None
@@ -200,11 +201,13 @@ class Worker:
                 self.pipeline.pump(BUSY_WAIT)
             # A stop (SIGTERM): complete what already has its vectors, release the rest.
             self.pipeline.finish()
-        except BaseException:
+        except BaseException as exc:
             # Interrupted (a second signal, also while finishing) or crashed: give back whatever is
             # still claimed. Release is fenced on state and token: documents finished are not touched.
+            # A store that is gone cannot take them back: their leases lapse instead.
+            self.store_lost = isinstance(exc, StoreUnavailableError)
             with contextlib.suppress(Exception):
-                self.pipeline.abort()
+                self.pipeline.abort(release=not self.store_lost)
             raise
 
     def _claim_loop(self, backend: Backend, sources: dict[str, Source], pipeline: Pipeline) -> None:
@@ -320,6 +323,9 @@ class Worker:
         return True
 
     def _shutdown(self, backend: Backend) -> None:
+        if self.store_lost:
+            backend.close()  # each call would wait out another reconnect deadline
+            return
         try:
             # Whatever this worker still holds goes back now, so the next ingest need not wait for the
             # leases to lapse: an exit part-way (a second Ctrl-C, a crash between a claim and handing

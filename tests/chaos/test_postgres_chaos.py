@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.chaos.harness import Fleet, assert_exactly_once, query, write_config, write_small_corpus
+from tests.fakes.openai_server import FakeEmbeddingServer
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +207,36 @@ def test_fifty_workers_no_connection_exhaustion(tmp_path: Path, fresh_pg_url: st
     assert workers == 50
     states = dict(query(fresh_pg_url, "SELECT state, count(*) FROM documents GROUP BY state"))
     assert states == {"done": total}, states
+
+
+def test_a_database_gone_for_good_stops_the_worker_at_once(tmp_path: Path, fresh_pg_url: str,
+                                                           pg_server) -> None:  # type: ignore[no-untyped-def]
+    docs = 40
+    write_small_corpus(tmp_path / "docs", docs)
+    config = write_config(tmp_path / "cfg.yaml", tmp_path / "docs", fresh_pg_url, claim_batch_size=8)
+    with FakeEmbeddingServer(latency=1.0) as server:  # a slow provider: documents are held when it goes
+        data = yaml.safe_load(config.read_text())
+        data["storage"]["reconnect_timeout"] = 2
+        data["embedding"] = {"provider": "openai", "model": "fake", "base_url": server.base_url, "dimensions": 32,
+                             "batch_size": 2}
+        config.write_text(yaml.safe_dump(data))
+        fleet = Fleet(config, tmp_path)
+        fleet.start(1)
+        try:
+            _wait_for(lambda: query(fresh_pg_url, "SELECT count(*) FROM documents WHERE state = 'done'")[0][0] >= 2,
+                      120, "some documents to be done", fleet)
+            pg_server.stop("fast")
+            try:
+                fleet.wait(timeout=120)
+            finally:
+                pg_server.start()
+        finally:
+            fleet.stop_all()
+        logs = fleet.logs()
+        assert fleet.procs[0].returncode == 1 and "could not reconnect within 2 s" in logs, logs
+        # It stopped at the first operation that gave up, instead of failing each held document against it.
+        assert "could not record the failure" not in logs and "could not release" not in logs, logs
+        rerun = Fleet(config, tmp_path, tag="rerun")
+        rerun.start(1)
+        rerun.wait(timeout=240)
+    assert_exactly_once(fresh_pg_url, docs)

@@ -7,8 +7,9 @@ process; ``storage.pool_size`` is the connection budget of one machine, checked 
 ``check_connection_budget`` (2 per worker process); ``pool_timeout`` is the connect timeout and
 ``pool_recycle`` the age after which a connection is replaced between transactions. A connection
 broken by a database restart or a network blip is replaced when an operation meets it, with
-backoff, for up to ``RECONNECT_DEADLINE`` seconds; after that the operation raises
-``TransientError``. Messages name host:port/db, never the password.
+backoff, for up to ``storage.reconnect_timeout`` seconds; after that the operation raises
+``StoreUnavailableError`` and the worker stops (its documents' leases lapse; a re-run goes on).
+Messages name host:port/db, never the password.
 
 Beyond the Protocol: ``wait_for_work`` (LISTEN on ``docmill_<run_id>``), woken by the NOTIFY that
 upserts, retries, releases and re-queued completions send.
@@ -72,7 +73,7 @@ from docmill.backends.common import (
 )
 from docmill.backends.sqlfile import load_queries, read_script
 from docmill.config import Config, redact_url
-from docmill.errors import ConfigError, StoreError, TransientError
+from docmill.errors import ConfigError, StoreError, StoreUnavailableError, TransientError
 from docmill.models import DocState, DocumentRef
 
 Q = load_queries(__name__)
@@ -81,8 +82,6 @@ RL = load_queries(__name__, "ratelimit.sql")
 #: Key of the transaction-level advisory lock that serialises schema creation and migration
 #: (any constant works as long as every docmill process uses the same one: b"docmill" as an int).
 SCHEMA_LOCK_KEY = 0x646F636D696C6C
-#: Seconds an operation keeps trying to reconnect before giving up with TransientError.
-RECONNECT_DEADLINE = 60.0
 #: Connections one worker process opens: its work backend and its heartbeat thread's backend.
 CONNECTIONS_PER_WORKER = 2
 #: Vector search asks the HNSW index for this many candidates at least (pgvector's ef_search).
@@ -215,8 +214,6 @@ def _completion_params(items: Sequence[tuple[ClaimedDocument, DocumentResult]]) 
 class PostgresBackend:
     """The Backend Protocol on PostgreSQL + pgvector; one connection per object."""
 
-    #: Seconds to keep reconnecting before an operation gives up (tests shorten it).
-    reconnect_deadline: float = RECONNECT_DEADLINE
     _vector_type: ClassVar[dict[str, TypeInfo]] = {}  # per database URL: the vector type's oids
 
     def __init__(self, url: str, config: Config) -> None:
@@ -226,6 +223,8 @@ class PostgresBackend:
         self._secrets = self._password_forms(url)
         self._connect_timeout = max(2, round(config.storage.pool_timeout))
         self._recycle_after = config.storage.pool_recycle
+        #: Seconds to keep reconnecting before an operation gives up.
+        self.reconnect_deadline = config.storage.reconnect_timeout
         self._channels: set[str] = set()
         self._hnsw_dims: set[int] = set()
         self._vector_ready = False  # whether this connection knows the vector type
@@ -310,7 +309,7 @@ class PostgresBackend:
             except StoreError as exc:
                 last = exc
             if time.monotonic() + delay > deadline:
-                raise TransientError(f"lost the connection to PostgreSQL at {self._where} and could not "
+                raise StoreUnavailableError(f"lost the connection to PostgreSQL at {self._where} and could not "
                                      f"reconnect within {self.reconnect_deadline:.0f} s: "
                                      f"{self._scrub(str(last))}") from None
             time.sleep(delay)

@@ -52,7 +52,7 @@ from docmill.backends.common import (
 from docmill.backends.sqlfile import load_queries, read_script
 from docmill.backends.sqlite import connections
 from docmill.config import Config
-from docmill.errors import StoreError
+from docmill.errors import StoreError, StoreUnavailableError
 from docmill.models import DocState, DocumentRef
 
 Q = load_queries(__name__)
@@ -126,7 +126,7 @@ class SQLiteBackend:
         except sqlite3.OperationalError as exc:
             if (problem := _write_problem(exc)) is None:
                 raise
-            raise StoreError(f"cannot write to the SQLite store {self.path}: {problem}") from None
+            raise StoreUnavailableError(f"cannot write to the SQLite store {self.path}: {problem}") from None
 
     # -- schema and runs ---------------------------------------------------------------
     def init_schema(self) -> None:
