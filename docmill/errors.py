@@ -27,6 +27,10 @@ class UnsupportedFormatError(PermanentError):
     """The bytes are not a format docmill can parse."""
 
 
+class DocumentVanishedError(PermanentError):
+    """The document was deleted from its source after discovery: it is removed, not dead-lettered."""
+
+
 class CorruptDocumentError(PermanentError):
     """The format is known but the file is broken, truncated or encrypted."""
 

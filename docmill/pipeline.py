@@ -42,6 +42,7 @@ from docmill.config import Config
 from docmill.embedders.base import Embedder
 from docmill.errors import (
     DocmillError,
+    DocumentVanishedError,
     PermanentError,
     RateLimitedError,
     StoreUnavailableError,
@@ -78,6 +79,7 @@ class PipelineStats:
     dead: int = 0
     fenced: int = 0
     released: int = 0
+    vanished: int = 0  # deleted from their source after discovery: removed, not failed
     chunks_written: int = 0
     embedded_chunks: int = 0
     cache_hits: int = 0
@@ -603,6 +605,14 @@ class Pipeline:
 
     def _fail(self, doc: ClaimedDocument, exc: BaseException) -> None:
         self._settle([doc])
+        if isinstance(exc, DocumentVanishedError):
+            # Deleted while queued: what the next discovery would do (remove it), done now.
+            if self.backend.remove_vanished(doc, self.config.worker_name()):
+                self.stats.vanished += 1
+                log.info("removed %s: %s", doc.uri, exc, extra={"doc_id": doc.id})
+            else:
+                self.stats.fenced += 1
+            return
         workers = self.config.workers
         permanent = isinstance(exc, PermanentError)
         message = str(exc) or error_class(exc)

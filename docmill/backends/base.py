@@ -308,6 +308,9 @@ class Backend(Protocol):
     def release(self, docs: Sequence[ClaimedDocument]) -> int:
         """Give documents back without spending an attempt (graceful shutdown)."""
 
+    def remove_vanished(self, doc: ClaimedDocument, worker_id: str) -> bool:
+        """Delete a held document whose file is gone from its source (fenced); False if no longer held."""
+
     def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
         """The documents ``worker_id`` holds claimed now."""
 

@@ -12,7 +12,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from docmill.config import SourceConfig
-from docmill.errors import DocumentTooLargeError, PermanentError, SourceError
+from docmill.errors import DocumentTooLargeError, DocumentVanishedError, PermanentError, SourceError
 from docmill.models import DocumentRef
 
 #: A folder still to list: its path, its key prefix, and the (device, inode) of it and its parents.
@@ -234,7 +234,7 @@ class LocalSource:
             with path.open("rb") as fh:
                 data = fh.read(limit + 1)
         except FileNotFoundError:
-            raise PermanentError(f"{shown} disappeared after it was discovered") from None
+            raise DocumentVanishedError(f"{shown} disappeared after it was discovered") from None
         except PermissionError:
             raise PermanentError(f"cannot read {shown}: permission denied") from None
         except IsADirectoryError:

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.corpus import (
     write_large_file,
     write_zero_byte,
 )
+from tests.fakes.openai_server import FakeEmbeddingServer
 
 DOCMILL = [sys.executable, "-m", "docmill"]
 
@@ -265,3 +267,26 @@ def test_workers_flag_and_init_db(tmp_path: Path) -> None:
     assert summary["workers"] == 2
     assert summary["counts"]["done"] == len(questions)
     assert summary["finalized"] is True
+
+
+def test_files_deleted_while_queued_are_removed_not_dead_lettered(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        (docs / f"note{i:02d}.md").write_text(f"# Note {i}\n\nThe lighthouse log for day {i} says calm seas.\n")
+    with FakeEmbeddingServer(latency=0.5) as server:  # slow: most files are still queued when they go
+        (tmp_path / "cfg.yaml").write_text(
+            f"content_sources:\n  - name: docs\n    path: docs\nworkers:\n  claim_batch_size: 1\n"
+            f"  max_inflight_chunks: 1\nembedding:\n  provider: openai\n  model: fake\n"
+            f"  base_url: {server.base_url}\n  dimensions: 32\n  batch_size: 1\n")
+        proc = subprocess.Popen([*DOCMILL, "ingest", "cfg.yaml", "--json"], cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while server.count(200) < 1 and proc.poll() is None:
+            time.sleep(0.05)
+        for i in range(8, 12):
+            (docs / f"note{i:02d}.md").unlink()
+        stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["counts"] == {"pending": 0, "claimed": 0, "done": 8, "dead": 0}, stderr
+    assert summary["removed"] == 4 and summary["dead_letters"] == []

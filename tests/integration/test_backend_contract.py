@@ -7,6 +7,7 @@ can be reached with a short sleep.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -765,3 +766,16 @@ def test_documents_filters_and_chunk_count(backend: Backend) -> None:
     (done,) = backend.documents(RUN, "done", None)
     assert (done.chunks, done.title, done.attempts, done.uri) == (3, "Title 1", 1, a.uri)
     assert backend.chunk_count(RUN) == 3 and backend.chunk_count(OTHER_RUN) == 0
+
+
+def test_a_vanished_document_is_removed_only_by_its_holder_and_leaves_a_trace(backend: Backend) -> None:
+    enqueue(backend, 2)
+    gone, kept = backend.claim(RUN, "w1", 2, LONG, 3)
+    stale = dataclasses.replace(kept, lease_token="someone-else")
+    assert not backend.remove_vanished(stale, "w1"), "fenced: a token it does not hold removes nothing"
+    assert backend.remove_vanished(gone, "w1")
+    assert not backend.remove_vanished(gone, "w1")
+    assert backend.counts(RUN) == {"pending": 0, "claimed": 1, "done": 0, "dead": 0}
+    assert [d.id for d in backend.held_by(RUN, "w1")] == [kept.id]
+    events = backend.events(gone.id)
+    assert events[-1].kind == "removed" and "while queued" in events[-1].detail["reason"]

@@ -652,6 +652,11 @@ class PostgresBackend:
 
         return self._run(body)
 
+    def remove_vanished(self, doc: ClaimedDocument, worker_id: str) -> bool:
+        """Delete a held document whose file is gone from its source (fenced); False if no longer held."""
+        params = {"id": doc.id, "lease_token": doc.lease_token, "worker_id": worker_id}
+        return bool(self._run(lambda c: c.execute(Q["remove_vanished"], params).fetchone()[0]))
+
     def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
         """The documents ``worker_id`` holds claimed now."""
         params = {"run_id": run_id, "worker_id": worker_id}

@@ -194,6 +194,20 @@ FROM documents
 WHERE run_id = %(run_id)s AND state = 'claimed' AND claimed_by = %(worker_id)s
   AND starts_with(lease_token, %(token_prefix)s || '-')
 
+-- remove_vanished --
+-- Fenced: delete a held document whose file was deleted from its source after discovery, with its
+-- 'removed' event, in one statement.
+WITH gone AS (
+    DELETE FROM documents
+    WHERE id = %(id)s AND lease_token = %(lease_token)s AND state = 'claimed'
+    RETURNING id, run_id, uri, source),
+logged AS (
+    INSERT INTO events (run_id, document_id, kind, worker_id, detail)
+    SELECT run_id, id, 'removed', %(worker_id)s,
+           jsonb_build_object('uri', uri, 'reason', 'deleted from source ' || source || ' while queued')
+    FROM gone)
+SELECT count(*) FROM gone
+
 -- held_by --
 -- The documents one worker holds claimed now.
 SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth

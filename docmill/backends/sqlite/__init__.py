@@ -370,6 +370,13 @@ class SQLiteBackend:
                 self._event(c, "released", released, event_detail(reason="given back unprocessed (stopping)"))
         return len(released)
 
+    def remove_vanished(self, doc: ClaimedDocument, worker_id: str) -> bool:
+        """Delete a held document whose file is gone from its source (fenced); False if no longer held."""
+        params = {"id": doc.id, "lease_token": doc.lease_token, "worker_id": worker_id}
+        with self._write() as c:
+            c.execute(Q["vanished_event"], params)
+            return c.execute(Q["delete_vanished"], params).rowcount == 1
+
     def held_by(self, run_id: str, worker_id: str) -> list[ClaimedDocument]:
         """The documents ``worker_id`` holds claimed now."""
         return claimed_documents(self.conn.execute(Q["held_by"], {"run_id": run_id, "worker_id": worker_id}))

@@ -129,6 +129,17 @@ WHERE id IN (
     LIMIT :limit)
 RETURNING id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth, priority
 
+-- vanished_event --
+-- A held document whose file was deleted from its source after discovery, just before it is deleted.
+INSERT INTO events (run_id, document_id, at, kind, worker_id, detail)
+SELECT run_id, id, now(), 'removed', :worker_id,
+       json_object('uri', uri, 'reason', 'deleted from source ' || source || ' while queued')
+FROM documents WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
+-- delete_vanished --
+-- Fenced: only while the caller still holds the document.
+DELETE FROM documents WHERE id = :id AND lease_token = :lease_token AND state = 'claimed'
+
 -- held_by --
 -- The documents one worker holds claimed now.
 SELECT id, run_id, source, doc_key, uri, attempts, lease_token, version, content_hash, depth
