@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import stat
@@ -14,6 +15,8 @@ from pathlib import Path
 from docmill.config import SourceConfig
 from docmill.errors import DocumentTooLargeError, DocumentVanishedError, PermanentError, SourceError
 from docmill.models import DocumentRef
+
+log = logging.getLogger(__name__)
 
 #: A folder still to list: its path, its key prefix, and the (device, inode) of it and its parents.
 _Folder = tuple[str, str, frozenset[tuple[int, int]]]
@@ -201,9 +204,13 @@ class LocalSource:
                 if entry.is_file():
                     if (follow or not entry.is_symlink()) and (wanted is None or wanted(rel)):
                         items.append(self._ref(base + name, rel, entry.stat()))
-                elif (entry.is_dir() and (follow or not entry.is_symlink())
-                      and not excluded(rel + "/") and not excluded(rel)):
-                    items.append((base + name, rel + "/", visiting))
+                elif entry.is_dir():
+                    if (follow or not entry.is_symlink()) and not excluded(rel + "/") and not excluded(rel):
+                        items.append((base + name, rel + "/", visiting))
+                elif wanted is None or wanted(rel):
+                    # A FIFO would block a reader forever and a device never ends: named, never read.
+                    log.warning("skipped %s: not a regular file (a device, FIFO, socket or broken link)",
+                                base + name)
             except OSError:
                 continue  # dangling link or a file removed while walking
         return items

@@ -140,3 +140,15 @@ def test_a_root_that_is_no_folder_or_file_is_refused_before_listing(tmp_path: Pa
     LocalSource(SourceConfig(name="s", path=str(tmp_path))).check()  # a folder and a file pass
     (tmp_path / "a.md").write_text("# A\n")
     LocalSource(SourceConfig(name="s", path=str(tmp_path / "a.md"))).check()
+
+
+def test_fifos_devices_and_broken_links_inside_are_named_and_never_read(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "a.md").write_text("# A\n")
+    os.mkfifo(tmp_path / "pipe.md")
+    (tmp_path / "zero.md").symlink_to(os.devnull)
+    (tmp_path / "dangling.md").symlink_to(tmp_path / "nowhere.md")
+    with caplog.at_level("WARNING", logger="docmill.sources.local"):
+        assert _keys(tmp_path) == ["a.md"]
+    skipped = sorted(Path(r.args[0]).name for r in caplog.records)  # type: ignore[index, arg-type]
+    assert skipped == ["dangling.md", "pipe.md", "zero.md"]
