@@ -101,7 +101,7 @@ class Chunker:
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()
         # Building a splitter from a tokenizer costs ~30 ms; sections share a handful of capacities.
-        self._splitters: dict[tuple[bool, int, int], _Splitter] = {}
+        self._splitters: dict[tuple[bool, int, int, int | None], _Splitter] = {}
         self._prefixes: dict[tuple[str, ...], tuple[str, int]] = {}
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
@@ -159,9 +159,8 @@ class Chunker:
         """(offset, text, tokens) of a chunk over MAX_CHARS_PER_TOKEN cut again by characters; a piece
         that then counts more tokens than fit (the cut end of a long word reads as many word pieces) is
         cut by tokens once more, which only shortens it."""
-        markdown, capacity, overlap = key
-        by_chars = (MarkdownSplitter if markdown else TextSplitter)(
-            capacity * MAX_CHARS_PER_TOKEN, overlap=overlap * MAX_CHARS_PER_TOKEN)
+        capacity = key[1]
+        by_chars = self._splitter(*key, chars_per_token=MAX_CHARS_PER_TOKEN)
         pieces = [(start + offset, piece) for offset, piece in by_chars.chunk_indices(text) if piece.strip()]
         out: list[tuple[int, str, int | None]] = []
         for (offset, piece), count in zip(pieces, self._count_many([piece for _, piece in pieces]), strict=True):
@@ -216,15 +215,18 @@ class Chunker:
             return text
         return text[:encoding.offsets[max_tokens - 1][1]].rstrip()
 
-    def _splitter(self, markdown: bool, capacity: int, overlap: int) -> _Splitter:
-        key = (markdown, capacity, overlap)
+    def _splitter(self, markdown: bool, capacity: int, overlap: int, chars_per_token: int | None = None) -> _Splitter:
+        """A splitter measuring in the model's tokens, or in characters (``chars_per_token`` per token, or
+        CHARS_PER_TOKEN without a tokenizer); one per setting, kept."""
+        key = (markdown, capacity, overlap, chars_per_token)
         splitter = self._splitters.get(key)
         if splitter is None:
             cls: type[TextSplitter] | type[MarkdownSplitter] = MarkdownSplitter if markdown else TextSplitter
-            if self._tokenizer is not None:
+            if self._tokenizer is not None and chars_per_token is None:
                 splitter = cls.from_huggingface_tokenizer(self._tokenizer, capacity=capacity, overlap=overlap)
             else:
-                splitter = cls(capacity * CHARS_PER_TOKEN, overlap=overlap * CHARS_PER_TOKEN)
+                chars = chars_per_token or CHARS_PER_TOKEN
+                splitter = cls(capacity * chars, overlap=overlap * chars)
             self._splitters[key] = splitter
         return splitter
 

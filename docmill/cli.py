@@ -114,7 +114,8 @@ class _BarProgress:
     def update(self, finished: int, total: int, counts: dict[str, int]) -> None:
         # Only increases count: discovery removing vanished documents lowers `finished` without any
         # work undone, and the documents done before this command started are not its work.
-        self.finished_here += max(0, finished - (finished if self.previous is None else self.previous))
+        if self.previous is not None:
+            self.finished_here += max(0, finished - self.previous)
         self.previous = finished
         rate = self.finished_here / max(time.monotonic() - self.started, 1e-6)
         if self.bar is not None:

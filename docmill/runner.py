@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from docmill.backends import database_url, open_backend
-from docmill.backends.base import Backend
+from docmill.backends.base import Backend, RunInfo
 from docmill.config import Config, SourceConfig
 from docmill.errors import ConfigError, DocmillError
 from docmill.leader import sources_unchanged
@@ -138,10 +138,11 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.check_connection_budget(cfg, n_workers)
         backend.init_schema()
         run_id = cfg.run_id()
-        if (counts := _nothing_to_do(backend, run_id, configured)) is not None:
+        run = backend.get_run(run_id)
+        if (counts := _nothing_to_do(backend, run, configured)) is not None:
             return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started, counts)
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True),
-                         rediscover=_interrupted(backend, cfg, run_id))
+                         rediscover=_interrupted(backend, cfg, run))
         watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
         if watcher:
             watcher.start()
@@ -158,26 +159,24 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
         backend.close()
 
 
-def _nothing_to_do(backend: Backend, run_id: str, sources: dict[str, Source]) -> dict[str, int] | None:
+def _nothing_to_do(backend: Backend, run: RunInfo | None, sources: dict[str, Source]) -> dict[str, int] | None:
     """The run's counts when it is complete, holds nothing pending or claimed, and its sources list
     exactly what it stored: then no worker needs to start, and nothing is written. Else None."""
-    run = backend.get_run(run_id)
     if run is None or run.state != RunState.COMPLETE or run.discovered_gen < run.discovery_gen:
         return None
-    counts = backend.counts(run_id)
+    counts = backend.counts(run.run_id)
     if counts[DocState.PENDING] or counts[DocState.CLAIMED]:
         return None
-    return counts if sources_unchanged(backend, sources, run_id) else None
+    return counts if sources_unchanged(backend, sources, run.run_id) else None
 
 
-def _interrupted(backend: Backend, cfg: Config, run_id: str) -> bool:
+def _interrupted(backend: Backend, cfg: Config, run: RunInfo | None) -> bool:
     """True when the run was left ingesting with no worker alive (stopped, killed, or a lost machine):
     this ingest resumes it, and lists the sources again so files added or removed meanwhile are seen."""
-    run = backend.get_run(run_id)
     if run is None or run.state == RunState.COMPLETE:
         return False
     interval = cfg.workers.heartbeat_interval
-    return not any(worker_state(w, interval) == "running" for w in backend.worker_rows(run_id))
+    return not any(worker_state(w, interval) == "running" for w in backend.worker_rows(run.run_id))
 
 
 def _run_in_process(cfg: Config, url: str, limit: int | None, threads: int,

@@ -13,7 +13,8 @@ from docmill.backends.base import Backend, SearchHit
 from docmill.config import Config, EmbeddingConfig
 from docmill.embedders import create_embedder
 from docmill.embedders.base import Embedder
-from docmill.errors import DocmillError, StoreError
+from docmill.errors import DocmillError
+from docmill.stats import stored_runs
 
 Mode = Literal["hybrid", "vector", "text"]
 CANDIDATES = 8  # each half of hybrid search contributes k * CANDIDATES candidates (4 lost hit@1 on both sets)
@@ -38,10 +39,7 @@ def query_embedder(cfg: EmbeddingConfig) -> Embedder:
 def compatible_runs(backend: Backend, config: Config) -> list[str]:
     """Runs whose vectors come from the same embedding model as ``config``."""
     wanted = config.embedding.identity()
-    runs = backend.list_runs()
-    if not runs:
-        raise StoreError("the store holds no run yet: run `docmill ingest FOLDER` first")
-    matching = [r.run_id for r in runs
+    matching = [r.run_id for r in stored_runs(backend)
                 if _embedding_identity(r.config_json) == wanted]
     if not matching:
         raise DocmillError(f"no run in this store was embedded with {config.embedding.provider}/"

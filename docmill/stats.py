@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from docmill.backends import database_url, open_store
-from docmill.backends.base import Backend, ClaimRow, WorkerRow
+from docmill.backends.base import Backend, ClaimRow, RunInfo, WorkerRow
 from docmill.config import Config
 from docmill.errors import DocmillError, StoreError
 from docmill.liveness import process_alive, visible_here
@@ -148,7 +148,13 @@ def latest_run_id(backend: Backend, config: Config) -> str:
     own = config.run_id()
     if config.content_sources and backend.get_run(own):
         return own
+    runs = stored_runs(backend)
+    return own if any(r.run_id == own for r in runs) else runs[0].run_id
+
+
+def stored_runs(backend: Backend) -> list[RunInfo]:
+    """Every run of the store, newest first; StoreError when there is none yet."""
     runs = backend.list_runs()
     if not runs:
         raise StoreError("the store holds no run yet: run `docmill ingest FOLDER` first")
-    return own if any(r.run_id == own for r in runs) else runs[0].run_id
+    return runs

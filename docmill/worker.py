@@ -139,7 +139,6 @@ class Worker:
         self.stop = threading.Event()
         self.is_leader = False
         self.finalizing = False
-        self.store_lost = False  # the store stopped taking writes: shutdown skips what would wait on it
         self._held: dict[str, ClaimedDocument] = {}
         self._held_lock = threading.Lock()
         self.pipeline: Pipeline | None = None
@@ -171,6 +170,7 @@ class Worker:
         backend = open_backend(self.db_url, self.config)
         heartbeat = Heartbeat(self)
         endpoints: Endpoints | None = None
+        store_lost = False  # the store stopped taking writes: shutdown skips what would wait on it
         try:
             sources: dict[str, Source] = {s.name: create_source(s) for s in self.config.content_sources}
             self.pipeline = Pipeline(self.config, backend,
@@ -181,11 +181,14 @@ class Worker:
             heartbeat.start()
             endpoints = serve_endpoints(self)  # /metrics, /healthz, /readyz when monitoring.enabled
             self._loop(backend, sources)
+        except StoreUnavailableError:
+            store_lost = True
+            raise
         finally:
             if endpoints is not None:
                 endpoints.close()
             heartbeat.done.set()
-            self._shutdown(backend)
+            self._shutdown(backend, store_lost)
             heartbeat.join(timeout=5)
         return WorkerReport(self.worker_id, _stats_dict(self.pipeline.stats if self.pipeline else None),
                             self.discovery.__dict__ if self.discovery else None, self.finalized)
@@ -205,9 +208,8 @@ class Worker:
             # Interrupted (a second signal, also while finishing) or crashed: give back whatever is
             # still claimed. Release is fenced on state and token: documents finished are not touched.
             # A store that is gone cannot take them back: their leases lapse instead.
-            self.store_lost = isinstance(exc, StoreUnavailableError)
             with contextlib.suppress(Exception):
-                self.pipeline.abort(release=not self.store_lost)
+                self.pipeline.abort(release=not isinstance(exc, StoreUnavailableError))
             raise
 
     def _claim_loop(self, backend: Backend, sources: dict[str, Source], pipeline: Pipeline) -> None:
@@ -322,8 +324,8 @@ class Worker:
             self.finalizing = False
         return True
 
-    def _shutdown(self, backend: Backend) -> None:
-        if self.store_lost:
+    def _shutdown(self, backend: Backend, store_lost: bool) -> None:
+        if store_lost:
             backend.close()  # each call would wait out another reconnect deadline
             return
         try:

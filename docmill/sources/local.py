@@ -123,25 +123,29 @@ class LocalSource:
 
     def check(self) -> None:
         """Raise SourceError unless the root is a listable folder or a regular file."""
+        self._root_stat()
+
+    def _root_stat(self) -> os.stat_result:
+        """The root's ``stat`` once :meth:`check` passes (SourceError otherwise)."""
         try:
-            mode = self.root.stat().st_mode
+            st = self.root.stat()
         except FileNotFoundError:
             raise SourceError(f"source {self.name!r}: {self.root} does not exist") from None
         except OSError as exc:
             raise SourceError(f"source {self.name!r}: cannot read {self.root} ({exc.strerror})") from None
-        if stat.S_ISREG(mode):
-            return
-        if not stat.S_ISDIR(mode):
+        if stat.S_ISREG(st.st_mode):
+            return st
+        if not stat.S_ISDIR(st.st_mode):
             raise SourceError(f"source {self.name!r}: {self.root} is neither a folder nor a regular file "
                               "(a device, FIFO or socket): give a folder, a file or a glob")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise SourceError(f"source {self.name!r}: cannot list folder {self.root} (permission denied)")
+        return st
 
     def discover(self) -> Iterator[DocumentRef]:
         """Walk the root; yields files in a stable order."""
-        self.check()
-        if self.root.is_file():
-            yield self._ref(str(self.root), self.root.name, self.root.stat())
+        if stat.S_ISREG((st := self._root_stat()).st_mode):
+            yield self._ref(str(self.root), self.root.name, st)
             return
         yield from self._walk(str(self.root))
 
