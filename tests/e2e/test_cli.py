@@ -24,12 +24,19 @@ from tests.corpus import (
 from tests.fakes.openai_server import FakeEmbeddingServer
 
 DOCMILL = [sys.executable, "-m", "docmill"]
+#: Prefix that runs a command without root's power to read and write any file, so that permission
+#: cases are real when the tests run as root.
+UNPRIVILEGED = (["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                 "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else [])
+needs_permissions = pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                                       reason="running as root without setpriv: file permissions do not bind")
 
 
 def run(*args: str, cwd: Path, check_code: int | None = 0, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``docmill ARGS`` and check its exit code."""
-    proc = subprocess.run([*DOCMILL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        timeout: float = 300, unprivileged: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``docmill ARGS`` (bound by file permissions with ``unprivileged``) and check its exit code."""
+    prefix = UNPRIVILEGED if unprivileged else []
+    proc = subprocess.run([*prefix, *DOCMILL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     if check_code is not None:
         assert proc.returncode == check_code, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
@@ -235,7 +242,7 @@ def test_bad_inputs_are_dead_lettered_and_good_files_finish(tmp_path: Path) -> N
     assert top_uri(tmp_path, questions["notes/piano.txt"])[0].endswith("piano.txt")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a chmod 000 file")
+@needs_permissions
 def test_unreadable_file_is_dead_lettered(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -243,8 +250,30 @@ def test_unreadable_file_is_dead_lettered(tmp_path: Path) -> None:
     secret = docs / "secret.txt"
     secret.write_text("nobody may read this")
     secret.chmod(0)
-    summary = json.loads(run("ingest", "docs", "--json", cwd=tmp_path, check_code=3).stdout)
+    summary = json.loads(run("ingest", "docs", "--json", cwd=tmp_path, check_code=3, unprivileged=True).stdout)
     assert "permission denied" in summary["dead_letters"][0]["error"]
+
+
+@needs_permissions
+def test_a_read_only_store_is_searched_and_refuses_writes_clearly(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "tulips.txt").write_text("Tulips are planted in autumn, a hand's depth into the soil.")
+    ingest_json(tmp_path, "docs")
+    store = tmp_path / ".docmill"
+    assert not (store / "docmill.db-wal").exists()  # the last connection checkpointed it away
+    for path in (store / "docmill.db", store):
+        path.chmod(0o555)
+    try:
+        hits = json.loads(run("search", "when are tulips planted", "--json", cwd=tmp_path, unprivileged=True).stdout)
+        assert hits[0]["uri"].endswith("tulips.txt")
+        assert "done 1" in run("status", cwd=tmp_path, unprivileged=True).stdout
+        refused = run("ingest", "docs", cwd=tmp_path, check_code=1, unprivileged=True)
+        assert "it is read-only" in refused.stderr and "Traceback" not in refused.stderr
+        stopped = run("stop", cwd=tmp_path, check_code=1, unprivileged=True)
+        assert "cannot write to the SQLite store" in stopped.stderr and "Traceback" not in stopped.stderr
+    finally:
+        store.chmod(0o755)
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -63,6 +64,10 @@ RL = load_queries(__name__, "ratelimit.sql")
 _ADDED_COLUMNS = (("workers", "pid_ns", "TEXT"),)
 
 
+_READ_ONLY = ("it is read-only (permissions of the file or its folder, or a read-only mount): make both "
+              "writable or give another --db")
+
+
 def _write_problem(exc: sqlite3.OperationalError) -> str | None:
     """What the user must do about a write the file system refused; None for any other error."""
     primary = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # extended codes keep the primary in the low byte
@@ -70,8 +75,7 @@ def _write_problem(exc: sqlite3.OperationalError) -> str | None:
         return ("the disk is full. Free some space (or give another --db) and run the same command again: "
                 "what was stored stays, the rest is done then")
     if primary == sqlite3.SQLITE_READONLY:
-        return ("it is read-only (permissions of the file or its folder, or a read-only mount): docmill writes "
-                "beside it even to search; make both writable or give another --db")
+        return _READ_ONLY
     if primary == sqlite3.SQLITE_IOERR:
         return f"the file system reported an I/O error ({exc}): check the disk, then run the same command again"
     return None
@@ -92,24 +96,60 @@ class SQLiteBackend:
             self.conn, self._vector_cache = kept
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                        check_same_thread=False)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = self._connect(str(self.path))
+        except sqlite3.OperationalError as exc:
+            if create or _write_problem(exc) != _READ_ONLY or not self._readable_as_is():
+                raise self._open_error(exc) from None
+            # Even reading a WAL store writes its index file beside it. A store nobody is writing (no
+            # WAL left over) on a read-only folder or mount is read as it stands; any write then fails
+            # with the read-only message.
+            self.conn = self._connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
+            raise self._open_error(exc) from None
+
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
+        """A connection with docmill's settings; the first statement reads the file, so a file that is
+        no database, or cannot be written, fails here."""
+        conn = sqlite3.connect(target, isolation_level=None, timeout=60.0, check_same_thread=False, uri=uri)
         try:
-            self.conn.create_function("now", 0, time.time)
-            self.conn.execute("PRAGMA busy_timeout = 60000")
-            self.conn.execute("PRAGMA journal_mode = WAL")  # the first read: a file that is no database fails here
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as exc:
-            self.conn.close()
-            if isinstance(exc, sqlite3.OperationalError) and (problem := _write_problem(exc)) is not None:
-                # Even a search writes: the WAL journal's index lives in a file beside the store.
-                raise StoreError(f"cannot use the SQLite store {self.path}: {problem}") from None
-            raise StoreError(f"cannot use {self.path} as a SQLite store ({exc}): give another file with --db "
-                             "or storage.path, or move this one away") from None
+            conn.create_function("now", 0, time.time)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if not uri:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _readable_as_is(self) -> bool:
+        """True when no other process has writes pending in the store's WAL (reading the file alone
+        then sees all of it)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            return wal.stat().st_size == 0
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        """The error to show for a store that cannot be opened."""
+        problem = _write_problem(exc) if isinstance(exc, sqlite3.OperationalError) else None
+        if problem is None and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
+            problem = _READ_ONLY  # SQLite says only that it cannot open the file: it cannot make the WAL's index
+        if problem is not None:
+            if self.path.with_name(self.path.name + "-wal").exists():
+                problem += " (a WAL file beside it holds another process's writes: it cannot be read as it stands)"
+            return StoreError(f"cannot use the SQLite store {self.path}: {problem}")
+        if isinstance(exc, OSError) or getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN:
+            return StoreError(f"cannot open the SQLite store {self.path}: {exc}")
+        return StoreError(f"cannot use {self.path} as a SQLite store ({exc}): give another file with --db "
+                          "or storage.path, or move this one away")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
