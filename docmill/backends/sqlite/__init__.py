@@ -92,6 +92,7 @@ class SQLiteBackend:
                              "(or storage.path) at the store it filled")
         self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
         self._closed = False
+        self._as_it_stands = False
         if (kept := connections.take(self.path)) is not None:
             self.conn, self._vector_cache = kept
             return
@@ -106,6 +107,7 @@ class SQLiteBackend:
             # WAL left over) on a read-only folder or mount is read as it stands; any write then fails
             # with the read-only message.
             self.conn = self._connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+            self._as_it_stands = True
         except (OSError, sqlite3.Error) as exc:
             raise self._open_error(exc) from None
 
@@ -195,10 +197,14 @@ class SQLiteBackend:
             return None  # a new file: no tables yet
 
     def close(self) -> None:
-        """Hand the connection back for this process's next backend on the file (see connections)."""
+        """Hand the connection back for this process's next backend on the file (see connections); one
+        that reads the file as it stands is closed, so a later writer opens the store afresh."""
         if not self._closed:
             self._closed = True
-            connections.give_back(self.path, self.conn, self._vector_cache)
+            if self._as_it_stands:
+                self.conn.close()
+            else:
+                connections.give_back(self.path, self.conn, self._vector_cache)
 
     def check_connection_budget(self, config: Config, workers: int) -> None:
         """SQLite has no connection limit: every worker on this machine opens the same file."""
