@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 import unicodedata
 
 import charset_normalizer
@@ -159,13 +160,25 @@ class SectionWriter:
 
 
 def parse(data: bytes, name: str) -> ParsedDocument:
-    """Parse plain text into a single section; the title is the first non-empty line."""
+    """Parse plain text into a single section; the title is a man page's NAME line, else the first
+    non-empty line."""
     text, encoding = decode_text(data)
     body = trim_blank_lines(normalize_newlines(text).split("\n"))
     sections = [Section(text=body)] if body else []
     return ParsedDocument(
-        title=first_line(body) or file_stem(name),
+        title=_man_page_name(body) or first_line(body) or file_stem(name),
         sections=sections,
         mime=MIME,
         metadata={"encoding": encoding},
     )
+
+
+#: A man page as ``man`` prints it: a NAME heading near the top, the page's name and summary under it
+#: (its first line, ``GIT-STASH(1)  Git Manual  GIT-STASH(1)``, says less).
+_MAN_NAME = re.compile(r"^NAME[ \t]*\n[ \t]+(\S[^\n]{0,200})", re.MULTILINE)
+
+
+def _man_page_name(body: str) -> str | None:
+    """The ``git-stash - Stash the changes…`` line of a man page, else None."""
+    found = _MAN_NAME.search(body, 0, 2000)
+    return " ".join(found.group(1).split()) if found else None

@@ -360,6 +360,15 @@ def test_text_title_is_first_non_empty_line_trimmed() -> None:
     assert parse(long_line.encode(), "a.txt").title == "x" * 199 + "…"  # no space to cut at
 
 
+def test_a_man_page_is_titled_by_its_name_line() -> None:
+    page = ("GIT-STASH(1)\t\t\tGit Manual\t\t\tGIT-STASH(1)\n\nNAME\n       git-stash - Stash the changes in a "
+            "dirty working\n       directory away\n\nSYNOPSIS\n       git stash list\n")
+    document = parse(page.encode(), "git-stash.txt")
+    assert document.title == "git-stash - Stash the changes in a dirty working"
+    assert document.sections[0].text.startswith("GIT-STASH(1)")  # the text itself is unchanged
+    assert parse(b"NAME\nthe name field of a form\n", "form.txt").title == "NAME"  # no indented line under it
+
+
 def test_latin1_text_is_decoded_by_detection() -> None:
     text = "Le café crème était très apprécié à la fête de Noël; la bûche glacée aussi.\n"
     document = parse(text.encode("latin-1"), "menu.txt")
