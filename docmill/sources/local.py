@@ -15,6 +15,7 @@ from pathlib import Path
 from docmill.config import SourceConfig
 from docmill.errors import DocumentTooLargeError, DocumentVanishedError, PermanentError, SourceError
 from docmill.models import DocumentRef
+from docmill.printable import RAW_BYTE_BASE
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
 # A file name that is not valid UTF-8 reaches Python with its bad bytes as lone surrogates (U+DC80..U+DCFF),
 # which no database text column takes. Keys and URIs carry them as private-use characters U+F780..U+F7FF
 # instead (one to one, so the file can be opened again); a real name using those is vanishingly rare.
-_SURROGATE_TO_TEXT = {0xDC80 + b: 0xF780 + b for b in range(128)}
+_SURROGATE_TO_TEXT = {0xDC00 + b: RAW_BYTE_BASE + b for b in range(0x80, 0x100)}
 _TEXT_TO_SURROGATE = {v: k for k, v in _SURROGATE_TO_TEXT.items()}
 
 
