@@ -118,11 +118,12 @@ class SQLiteBackend:
         try:
             conn.create_function("now", 0, time.time)
             conn.execute("PRAGMA busy_timeout = 60000")
-            if not uri:
+            if uri:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            else:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except BaseException:
             conn.close()
             raise
@@ -141,14 +142,15 @@ class SQLiteBackend:
 
     def _open_error(self, exc: BaseException) -> StoreError:
         """The error to show for a store that cannot be opened."""
+        cannot_open = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN
         problem = _write_problem(exc) if isinstance(exc, sqlite3.OperationalError) else None
-        if problem is None and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
+        if cannot_open and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
             problem = _READ_ONLY  # SQLite says only that it cannot open the file: it cannot make the WAL's index
         if problem is not None:
             if self.path.with_name(self.path.name + "-wal").exists():
                 problem += " (a WAL file beside it holds another process's writes: it cannot be read as it stands)"
             return StoreError(f"cannot use the SQLite store {self.path}: {problem}")
-        if isinstance(exc, OSError) or getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN:
+        if isinstance(exc, OSError) or cannot_open:
             return StoreError(f"cannot open the SQLite store {self.path}: {exc}")
         return StoreError(f"cannot use {self.path} as a SQLite store ({exc}): give another file with --db "
                           "or storage.path, or move this one away")
