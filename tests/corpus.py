@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import json
 import random
+import re
 import struct
 import zipfile
 import zlib
@@ -22,8 +23,11 @@ import docx
 import docx.opc.constants
 import docx.oxml
 import docx.oxml.ns
+import openpyxl
+import pptx
 from docx.text.paragraph import Paragraph
 from fpdf import FPDF
+from pptx.util import Inches
 
 # Fixed dates and zip timestamps make every run write byte-identical files (content hashes are stable).
 _FIXED_DATE = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -443,3 +447,294 @@ def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+# --- office formats: XLSX, PPTX, EPUB, ODT ---------------------------------------------------------
+
+FLEET_ROWS: tuple[tuple[object, ...], ...] = (
+    ("Bike", "Model", "Bought", "Km ridden", "Needs service"),
+    ("B-101", "Cargo trike", dt.date(2023, 4, 17), 1840, True),
+    ("B-102", "City bike", dt.date(2022, 9, 3), 5230.5, False),
+    ("B-103", "Cargo trike", dt.datetime(2024, 2, 29, 8, 30), 0.1 + 0.2, False),
+)
+TYRE_ROWS: tuple[tuple[object, ...], ...] = (
+    ("Model", "Front bar", "Rear bar"),
+    ("Cargo trike", 2.8, 3.2),
+    ("City bike", 3.5, 4),
+)
+
+
+def fleet_xlsx() -> bytes:
+    """An XLSX written by openpyxl and stored as Excel stores it (shared strings): two sheets of a bike
+    fleet with dates, numbers and booleans, a far cell, and a title in the core properties."""
+    workbook = openpyxl.Workbook()
+    fleet = workbook.active
+    fleet.title = "Fleet"
+    for row in FLEET_ROWS:
+        fleet.append(row)
+    fleet["D7"] = "Cargo trikes carry up to 150 kg of parcels"
+    tyres = workbook.create_sheet("Tyre pressures")
+    for row in TYRE_ROWS:
+        tyres.append(row)
+    tyres["A2"].hyperlink = "https://example.org/cargo-trike-tyres"
+    workbook.properties.title = "Bicycle Fleet Register"
+    workbook.properties.creator = "Courier Depot"
+    workbook.properties.created = workbook.properties.modified = _FIXED_DATE.replace(tzinfo=None)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return with_shared_strings(buffer.getvalue())
+
+
+_INLINE_STRING = re.compile(rb'<c ([^>]*?)t="inlineStr"([^>]*)><is><t(?: xml:space="preserve")?>(.*?)</t></is></c>')
+_SPREADSHEET_NS = b"http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+
+
+def with_shared_strings(xlsx: bytes) -> bytes:
+    """The workbook with its inline strings moved to a shared strings table, as Excel saves them
+    (openpyxl writes inline strings only)."""
+    source = zipfile.ZipFile(io.BytesIO(xlsx))
+    strings: dict[bytes, int] = {}
+
+    def share(match: re.Match[bytes]) -> bytes:
+        index = strings.setdefault(match.group(3), len(strings))
+        return b'<c %st="s"%s><v>%d</v></c>' % (match.group(1), match.group(2), index)
+
+    members = {info.filename: source.read(info) for info in source.infolist()}
+    for member in members:
+        if member.startswith("xl/worksheets/"):
+            members[member] = _INLINE_STRING.sub(share, members[member])
+    items = b"".join(b"<si><t>%s</t></si>" % text for text in strings)
+    members["xl/sharedStrings.xml"] = (b'<sst xmlns="%s" count="%d" uniqueCount="%d">%s</sst>'
+                                       % (_SPREADSHEET_NS, len(strings), len(strings), items))
+    members["xl/_rels/workbook.xml.rels"] = members["xl/_rels/workbook.xml.rels"].replace(
+        b"</Relationships>",
+        b'<Relationship Id="rIdShared" Target="sharedStrings.xml" Type="http://schemas.openxmlformats.org/'
+        b'officeDocument/2006/relationships/sharedStrings"/></Relationships>')
+    members["[Content_Types].xml"] = members["[Content_Types].xml"].replace(
+        b"</Types>",
+        b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        b'spreadsheetml.sharedStrings+xml"/></Types>')
+    return _zip_bytes(members)
+
+
+def beekeeping_pptx() -> bytes:
+    """A PPTX written by python-pptx: a titled slide with bullets and notes, a table slide, and a slide
+    without a title whose text sits in a text box of a group."""
+    deck = pptx.Presentation()
+    deck.core_properties.title = "Beekeeping Club Quarterly Review"
+    deck.core_properties.author = "Apiary Committee"
+    deck.core_properties.created = deck.core_properties.modified = _FIXED_DATE.replace(tzinfo=None)
+    deck.core_properties.last_printed = _FIXED_DATE.replace(tzinfo=None)
+    health = deck.slides.add_slide(deck.slide_layouts[1])
+    health.shapes.title.text = "Hive health"
+    body = health.placeholders[1].text_frame
+    body.text = "Varroa mite counts dropped below three mites per hundred bees"
+    body.add_paragraph().text = "Two colonies were requeened in May"
+    body.paragraphs[1].runs[0].hyperlink.address = "https://example.org/requeening"
+    health.notes_slide.notes_text_frame.text = "Remind members about the honey extraction day on 14 September"
+    harvest = deck.slides.add_slide(deck.slide_layouts[5])
+    harvest.shapes.title.text = "Honey harvest"
+    table = harvest.shapes.add_table(3, 3, Inches(1), Inches(2), Inches(6), Inches(2)).table
+    for row, values in enumerate((("Apiary", "Hives", "Honey kg"), ("Orchard", "6", "84"), ("Heath", "4", "51"))):
+        for column, text in enumerate(values):
+            table.cell(row, column).text = text
+    loose = deck.slides.add_slide(deck.slide_layouts[6])  # the blank layout: no title placeholder
+    group = loose.shapes.add_group_shape()
+    group.shapes.add_textbox(Inches(1), Inches(1), Inches(6), Inches(1)).text_frame.text = (
+        "Swarm calls go to the club phone, answered by the duty beekeeper")
+    buffer = io.BytesIO()
+    deck.save(buffer)
+    return _normalize_zip(buffer.getvalue())
+
+
+_XHTML_PAGE = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html>
+<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops" lang="en">
+<head><title>{title}</title><link rel="stylesheet" href="../styles/book.css"/></head>
+<body>{body}</body>
+</html>
+"""
+LIGHTHOUSE_CHAPTERS: tuple[tuple[str, str, str], ...] = (
+    (
+        "text/chapter 1.xhtml",
+        "Lamp",
+        '<section epub:type="chapter"><header><h1>Lamp maintenance</h1></header>'
+        "<p>Trim the wick of the Fresnel lamp every evening at dusk, and polish the brass before dawn.</p>"
+        "<h2>Spare parts</h2><p>Keep two spare mantles in the watch room.</p></section>",
+    ),
+    (
+        "text/chapter2.xhtml",
+        "Fog",
+        "<h1>Fog signals</h1><p>Sound the fog horn twice every minute when visibility drops below one "
+        'nautical mile. See the <a href="https://example.org/fog-signals">signal table</a>.</p>'
+        "<table><tr><th>Visibility</th><th>Signal</th></tr><tr><td>under 1 nm</td><td>horn</td></tr></table>",
+    ),
+)
+
+
+def epub_package(files: dict[str, bytes], opf_path: str = "OEBPS/content.opf") -> bytes:
+    """An EPUB container (OCF) around ``files``, the package document at ``opf_path`` among them:
+    the mimetype member first and stored, as the specification requires."""
+    container = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+        f'<rootfile full-path="{opf_path}" media-type="application/oebps-package+xml"/>'
+        "</rootfiles></container>"
+    ).encode()
+    return _stored_first_zip({"mimetype": b"application/epub+zip", "META-INF/container.xml": container, **files})
+
+
+def lighthouse_epub() -> bytes:
+    """An EPUB 3 book: two XHTML chapters in spine order (one file name with a space, one chapter
+    heading inside a <header>), an SVG cover page in the spine, a navigation document outside it."""
+    manifest = ['<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>',
+                '<item id="cover" href="images/cover.svg" media-type="image/svg+xml"/>',
+                '<item id="css" href="styles/book.css" media-type="text/css"/>']
+    spine = ['<itemref idref="cover"/>']
+    files: dict[str, bytes] = {
+        "OEBPS/nav.xhtml": _XHTML_PAGE.format(title="Contents", body='<nav epub:type="toc"><ol><li>'
+                                              '<a href="text/chapter2.xhtml">Fog</a></li></ol></nav>').encode(),
+        "OEBPS/images/cover.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><text>Cover art words</text></svg>',
+        "OEBPS/styles/book.css": b"body { font-family: serif; }",
+    }
+    for number, (href, title, body) in enumerate(LIGHTHOUSE_CHAPTERS, start=1):
+        manifest.append(f'<item id="ch{number}" href="{href.replace(" ", "%20")}" media-type="application/xhtml+xml"/>')
+        spine.append(f'<itemref idref="ch{number}"/>')
+        files[f"OEBPS/{href}"] = _XHTML_PAGE.format(title=title, body=body).encode()
+    files["OEBPS/content.opf"] = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<package xmlns="http://www.idpf.org/2007/opf" version="3.0" unique-identifier="id">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:identifier id="id">urn:uuid:1</dc:identifier>'
+        "<dc:title>The Lighthouse Keeper's Almanac</dc:title><dc:creator>Harbour Trust</dc:creator>"
+        f"<dc:language>en</dc:language></metadata><manifest>{''.join(manifest)}</manifest>"
+        f"<spine>{''.join(spine)}</spine></package>"
+    ).encode()
+    return epub_package(files)
+
+
+_ODF_NAMESPACES = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+    'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+    'xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'xmlns:meta="urn:oasis:names:tc:opendocument:xmlns:meta:1.0" '
+    'xmlns:xlink="http://www.w3.org/1999/xlink" '
+    'office:version="1.3"'
+)
+ORCHARD_BODY = (
+    '<text:h text:outline-level="1">Winter pruning</text:h>'
+    '<text:p>Prune the apple trees in late winter while the buds are still <text:a xlink:type="simple" '
+    'xlink:href="https://example.org/dormancy">dormant</text:a>.'
+    "<office:annotation><dc:creator>Reviewer</dc:creator><text:p>Check this date</text:p></office:annotation></text:p>"
+    '<text:tracked-changes><text:changed-region text:id="c1"><text:deletion><text:p>Prune in summer.</text:p>'
+    "</text:deletion></text:changed-region></text:tracked-changes>"
+    '<text:h text:outline-level="2">Tools</text:h>'
+    '<text:list><text:list-item><text:p><text:a xlink:href="#Winter_pruning">Bypass secateurs</text:a></text:p>'
+    "</text:list-item>"
+    '<text:list-item><text:p>Pruning saw<text:s/>for<text:s text:c="3"/>thick branches</text:p></text:list-item>'
+    "</text:list>"
+    "<table:table><table:table-column/><table:table-column/><table:table-row><table:table-cell><text:p>Tree</text:p>"
+    "</table:table-cell><table:table-cell><text:p>Month</text:p></table:table-cell></table:table-row>"
+    "<table:table-row><table:table-cell><text:p>Pear</text:p></table:table-cell><table:table-cell>"
+    "<text:p>February</text:p></table:table-cell></table:table-row></table:table>"
+    '<text:h text:outline-level="1">Summer care</text:h>'
+    "<text:p>Thin the fruitlets to one per cluster<text:note text:note-class=\"footnote\"><text:note-citation>1"
+    "</text:note-citation><text:note-body><text:p>A footnote about thinning.</text:p></text:note-body></text:note>"
+    "<text:tab/>in June.</text:p>"
+    '<draw:frame draw:name="Box"><draw:text-box><text:p>Text box words</text:p></draw:text-box></draw:frame>'
+)
+
+
+def opendocument_package(mimetype: str, body: str, title: str | None = None, kind: str = "text") -> bytes:
+    """An OpenDocument package: the mimetype member first and stored, content.xml with ``body`` inside
+    office:``kind``, a meta.xml with ``title``, and the manifest."""
+    content = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {_ODF_NAMESPACES}>'
+               f"<office:automatic-styles/><office:body><office:{kind}>{body}</office:{kind}></office:body>"
+               "</office:document-content>").encode()
+    title_xml = f"<dc:title>{title}</dc:title>" if title is not None else ""
+    meta = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {_ODF_NAMESPACES}><office:meta>'
+            f"{title_xml}<meta:initial-creator>Orchard Volunteers</meta:initial-creator>"
+            "</office:meta></office:document-meta>").encode()
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.3">'
+        f'<manifest:file-entry manifest:full-path="/" manifest:media-type="{mimetype}"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        '<manifest:file-entry manifest:full-path="meta.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    ).encode()
+    return _stored_first_zip({"mimetype": mimetype.encode(), "content.xml": content, "meta.xml": meta,
+                              "META-INF/manifest.xml": manifest})
+
+
+def orchard_odt() -> bytes:
+    """An ODT with outline-level headings, a list, a table, and a comment, a deleted passage (tracked
+    change), a footnote and a text box that are not part of the text read."""
+    return opendocument_package("application/vnd.oasis.opendocument.text", ORCHARD_BODY,
+                                title="Community Orchard Pruning Guide")
+
+
+def write_office_corpus(root: Path) -> dict[str, str]:
+    """Write one XLSX, PPTX, EPUB and ODT under ``root``; return {relative path: a phrase only it holds}."""
+    files: dict[str, tuple[bytes, str]] = {
+        "sheets/fleet.xlsx": (fleet_xlsx(), "Cargo trikes carry up to 150 kg of parcels"),
+        "slides/beekeeping.pptx": (beekeeping_pptx(), "Varroa mite counts dropped below three mites"),
+        "books/lighthouse.epub": (lighthouse_epub(), "Trim the wick of the Fresnel lamp every evening"),
+        "docs/orchard.odt": (orchard_odt(), "Prune the apple trees in late winter"),
+    }
+    for relative, (data, _) in files.items():
+        _write(root / relative, data)
+    return {relative: phrase for relative, (_, phrase) in files.items()}
+
+
+def with_declared_size(package: bytes, member: str, size: int) -> bytes:
+    """The zip with ``member``'s uncompressed size in its directory entry set to ``size`` (< 4 GiB):
+    what a zip bomb declares, without the bytes."""
+    entry = package.rfind(b"PK\x01\x02", 0, package.rfind(member.encode()))
+    return package[: entry + 24] + struct.pack("<I", size) + package[entry + 28 :]
+
+
+def _stored_first_zip(members: dict[str, bytes]) -> bytes:
+    """A zip with fixed timestamps whose first member is stored (uncompressed), the rest deflated."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for index, (member, payload) in enumerate(members.items()):
+            method = zipfile.ZIP_STORED if index == 0 else zipfile.ZIP_DEFLATED
+            archive.writestr(zipfile.ZipInfo(member, date_time=_ZIP_DATE), payload, method)
+    return buffer.getvalue()
+
+
+def big_sheet_xlsx(rows: int) -> bytes:
+    """A minimal XLSX of one sheet of ``rows`` rows (a number, a shared string, a boolean each): a
+    sheet of the size real exports reach, which no parser should hold as a tree."""
+    relationships = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    cells = "".join(
+        f'<row r="{n}"><c r="A{n}"><v>{n}</v></c><c r="B{n}" t="s"><v>{n % 3}</v></c>'
+        f'<c r="C{n}" t="b"><v>1</v></c></row>'
+        for n in range(1, rows + 1)
+    )
+    members = {
+        "[Content_Types].xml": (
+            b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            b'<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            b'<Default Extension="xml" ContentType="application/xml"/></Types>'),
+        "_rels/.rels": (
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{relationships}/officeDocument" Target="xl/workbook.xml"/>'
+            "</Relationships>").encode(),
+        "xl/workbook.xml": (
+            f'<workbook xmlns="{_SPREADSHEET_NS.decode()}" xmlns:r="{relationships}"><sheets>'
+            '<sheet name="Readings" sheetId="1" r:id="rId1"/></sheets></workbook>').encode(),
+        "xl/_rels/workbook.xml.rels": (
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{relationships}/worksheet" Target="worksheets/sheet1.xml"/>'
+            f'<Relationship Id="rId2" Type="{relationships}/sharedStrings" Target="sharedStrings.xml"/>'
+            "</Relationships>").encode(),
+        "xl/sharedStrings.xml": (
+            f'<sst xmlns="{_SPREADSHEET_NS.decode()}"><si><t>north</t></si><si><t>east</t></si>'
+            "<si><t>south</t></si></sst>").encode(),
+        "xl/worksheets/sheet1.xml": (
+            f'<worksheet xmlns="{_SPREADSHEET_NS.decode()}"><sheetData>{cells}</sheetData></worksheet>').encode(),
+    }
+    return _zip_bytes(members)

@@ -17,7 +17,7 @@ from typing import Any
 
 from docmill.errors import CorruptDocumentError, DocmillError
 from docmill.models import ParsedDocument, Section
-from docmill.parsers import code, docx, html, markdown, pdf, tabular, text
+from docmill.parsers import code, docx, epub, html, markdown, odt, pdf, pptx, tabular, text, xlsx
 from docmill.parsers.detect import CODE_FILENAMES, EXTENSIONS, detect_format, file_stem
 
 ParseFunction = Callable[[bytes, str], ParsedDocument]
@@ -119,6 +119,10 @@ register("markdown", markdown.parse)
 register("html", html.parse)
 register("pdf", pdf.parse)
 register("docx", docx.parse)
+register("xlsx", xlsx.parse)
+register("pptx", pptx.parse)
+register("epub", epub.parse)
+register("odt", odt.parse)
 register("code", code.parse)
 register("csv", tabular.parse_csv)
 register("json", tabular.parse_json)
@@ -131,6 +135,10 @@ _EMPTY_MIME: dict[str, str] = {
     "html": html.MIME,
     "pdf": pdf.MIME,
     "docx": docx.MIME,
+    "xlsx": xlsx.MIME,
+    "pptx": pptx.MIME,
+    "epub": epub.MIME,
+    "odt": odt.MIME,
     "code": text.MIME,
     "csv": tabular.CSV_MIME,
     "json": tabular.JSON_MIME,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 
 from docmill.errors import UnsupportedFormatError
+from docmill.parsers.package import check_member_count
 
 # Extensions per format, without the dot; detection and the README both read this table.
 # fmt: off
@@ -17,6 +20,10 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "html": ("html", "htm", "xhtml"),
     "pdf": ("pdf",),
     "docx": ("docx",),
+    "xlsx": ("xlsx",),
+    "pptx": ("pptx",),
+    "epub": ("epub",),
+    "odt": ("odt",),
     "code": (
         "py", "js", "jsx", "ts", "tsx", "go", "rs", "java", "c", "h", "cpp", "cc", "hpp", "cs", "rb",
         "php", "swift", "kt", "scala", "sh", "bash", "zsh", "sql", "r", "lua", "pl", "yaml", "yml",
@@ -60,15 +67,36 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"{\\rtf", "RTF document"),
     (b"%!PS", "PostScript document"),
 )
-# (name inside the zip, what) for zip-based formats docmill does not read.
-_ZIP_KINDS: tuple[tuple[str, str], ...] = (
-    ("xl/workbook.xml", "XLSX spreadsheet"),
-    ("ppt/presentation.xml", "PPTX presentation"),
-    ("META-INF/container.xml", "EPUB book"),
-    ("content.xml", "OpenDocument file"),
-    ("META-INF/MANIFEST.MF", "Java archive"),
+# PDF and the formats packaged as zips: content tells them, so a name saying one of them is no hint
+# about the format of text (or of empty bytes).
+_BINARY_FORMATS = frozenset({"pdf", "docx", "xlsx", "pptx", "epub", "odt"})
+# (member, format): a zip holding the member is a package of the format, in this order of precedence.
+_PACKAGE_MEMBERS: tuple[tuple[str, str], ...] = (
+    ("word/document.xml", "docx"),
+    ("xl/workbook.xml", "xlsx"),
+    ("ppt/presentation.xml", "pptx"),
 )
-_DOCX_MEMBER = "word/document.xml"
+_EPUB_CONTAINER = "META-INF/container.xml"
+_ODF_CONTENT = "content.xml"
+_MIMETYPE_MEMBER = "mimetype"
+_ODT_MIMETYPE = "application/vnd.oasis.opendocument.text"
+# What the other OpenDocument kinds are called in the message that refuses them.
+_ODF_KINDS: dict[str, str] = {
+    "application/vnd.oasis.opendocument.spreadsheet": "an OpenDocument spreadsheet",
+    "application/vnd.oasis.opendocument.presentation": "an OpenDocument presentation",
+    "application/vnd.oasis.opendocument.graphics": "an OpenDocument drawing",
+}
+_EPUB_MIMETYPE = "application/epub+zip"
+# A truncated package has no directory, but the local headers of the parts before the cut still name
+# them, and an EPUB or OpenDocument package starts with a stored "mimetype" member saying what it is.
+_TRUNCATED_SIGNS: tuple[tuple[re.Pattern[bytes], str], ...] = (
+    (re.compile(rb"word/document\.xml"), "docx"),
+    (re.compile(rb"xl/workbook\.xml|xl/worksheets/"), "xlsx"),
+    (re.compile(rb"ppt/presentation\.xml|ppt/slides/"), "pptx"),
+    (re.compile(rb"mimetypeapplication/epub\+zip|META-INF/container\.xml"), "epub"),
+    # Not -template, -master or -web: the next local header follows the bare type.
+    (re.compile(rb"mimetype" + re.escape(_ODT_MIMETYPE.encode()) + rb"(?!-)"), "odt"),
+)
 # Where a PDF header may start: PDF readers accept a little junk before it.
 _PDF_HEADER_WINDOW = 1024
 # How much of the file is inspected to tell text from binary.
@@ -112,14 +140,14 @@ def detect_format(data: bytes, name: str) -> str:
     if pdf_at == 0 or (pdf_at > 0 and hinted == "pdf"):
         return "pdf"
     if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return _detect_zip(data, name)
+        return _detect_zip(data, name, hinted)
     what = _binary_kind(data)
     if what is not None:
         raise UnsupportedFormatError(f"unsupported format: {what} ({name})")
     if not data.strip():
-        return hinted if hinted not in (None, "pdf", "docx") else "text"
+        return hinted if hinted is not None and hinted not in _BINARY_FORMATS else "text"
     _refuse_binary(data, name)
-    if hinted not in (None, "pdf", "docx", "code"):
+    if hinted is not None and hinted not in _BINARY_FORMATS and hinted != "code":
         return hinted
     if hinted == "code":
         # Web pages are often served from script paths (/index.php): what they return is HTML.
@@ -127,22 +155,67 @@ def detect_format(data: bytes, name: str) -> str:
     return _sniff_text(data)
 
 
-def _detect_zip(data: bytes, name: str) -> str:
-    """A zip is a DOCX only when it holds word/document.xml."""
+def _detect_zip(data: bytes, name: str, hinted: str | None) -> str:
+    """The package format of a zip, told by the members it holds; other zips are refused."""
+    check_member_count(data, name, "zip archive")  # zipfile would hold its whole directory in memory
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = set(archive.namelist())
+            members = frozenset(archive.namelist())
+            fmt = _package_format(archive, members, hinted)
+            if fmt is not None:
+                return fmt
+            what = _zip_kind(archive, members)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        # A truncated DOCX has no central directory, but its local headers still name its parts:
-        # hand it to the DOCX parser, which reports it as corrupt rather than as unknown.
-        if _DOCX_MEMBER.encode() in data:
-            return "docx"
+        # Handed to its parser, a truncated package is reported as corrupt rather than as unknown.
+        fmt = next((fmt for sign, fmt in _TRUNCATED_SIGNS if sign.search(data)), None)
+        if fmt is not None:
+            return fmt
         raise UnsupportedFormatError(f"unsupported format: zip archive (unreadable: {exc}) ({name})") from exc
-    if _DOCX_MEMBER in members:
-        return "docx"
-    kind = next((what for member, what in _ZIP_KINDS if member in members), None)
-    what = f"zip archive (looks like a {kind})" if kind else "zip archive (not a DOCX)"
-    raise UnsupportedFormatError(f"unsupported format: {what} ({name})")
+    raise UnsupportedFormatError(f"unsupported format: zip archive ({what}) ({name})")
+
+
+def _package_format(archive: zipfile.ZipFile, members: frozenset[str], hinted: str | None) -> str | None:
+    """The format of a package docmill reads, or None. A package missing a part it needs is still of
+    its format: its parser reports it as corrupt, naming the part."""
+    fmt = next((fmt for member, fmt in _PACKAGE_MEMBERS if member in members), None)
+    if fmt is not None:
+        return fmt
+    mimetype = _package_mimetype(archive, members)
+    if mimetype == _EPUB_MIMETYPE or (
+        _EPUB_CONTAINER in members and any(member.lower().endswith(".opf") for member in members)
+    ):
+        return "epub"
+    # The mimetype member is optional in OpenDocument: without one, the name decides.
+    if mimetype == _ODT_MIMETYPE or (not mimetype and _ODF_CONTENT in members and hinted == "odt"):
+        return "odt"
+    return None
+
+
+def _zip_kind(archive: zipfile.ZipFile, members: frozenset[str]) -> str:
+    """What a zip that holds no document docmill reads looks like, for the message refusing it."""
+    mimetype = _package_mimetype(archive, members)
+    if mimetype in _ODF_KINDS:
+        return "looks like " + _ODF_KINDS[mimetype]
+    if _ODF_CONTENT in members:
+        return f"looks like an OpenDocument file ({mimetype or 'no mimetype'})"
+    if _EPUB_CONTAINER in members:
+        return "looks like an EPUB book without its package document"
+    if "META-INF/MANIFEST.MF" in members:
+        return "looks like a Java archive"
+    return "no document docmill reads inside"
+
+
+def _package_mimetype(archive: zipfile.ZipFile, members: frozenset[str]) -> str:
+    """The media type the mimetype member of an EPUB or OpenDocument package states ('' when none, or
+    when it cannot be read: the parser, if any, says what is wrong with the package)."""
+    if _MIMETYPE_MEMBER not in members:
+        return ""
+    try:
+        with archive.open(_MIMETYPE_MEMBER) as stream:
+            # A few dozen ASCII characters; whatever it declares, no more than that is read.
+            return stream.read(128).decode("ascii", errors="replace").strip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, zlib.error):  # RuntimeError: encrypted
+        return ""
 
 
 def _binary_kind(data: bytes) -> str | None:

@@ -43,8 +43,11 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w.:-]+)""", re.I
 _SPACES = re.compile(r"\s+")
 
 
-def parse(data: bytes, name: str) -> ParsedDocument:
-    """Parse HTML: noise removed, main/article preferred, sections per heading, links collected."""
+def parse(data: bytes, name: str, *, keep: frozenset[str] = frozenset()) -> ParsedDocument:
+    """Parse HTML: noise removed, main/article preferred, sections per heading, links collected.
+
+    ``keep`` names page-furniture tags to read all the same (in a book, a <header> is a chapter's).
+    """
     markup, encoding = _decode_html(data)
     if markup.count("<") > MAX_NESTING and _nesting(markup) > MAX_NESTING:
         return _as_plain_text(markup, name, encoding)
@@ -53,7 +56,7 @@ def parse(data: bytes, name: str) -> ParsedDocument:
     # Links come from the whole page, navigation included: that is how a crawler finds the other pages.
     links = _links(tree)
     title = _node_text(tree.css_first("head > title") or tree.css_first("title"))
-    tree.strip_tags(_DROPPED_TAGS)
+    tree.strip_tags([tag for tag in _DROPPED_TAGS if tag not in keep])
     first_h1 = _node_text(tree.css_first("h1"))
 
     articles = tree.css("article")

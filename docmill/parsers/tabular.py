@@ -44,7 +44,7 @@ def parse_csv(data: bytes, name: str) -> ParsedDocument:
             if not any(cell.strip() for cell in row):
                 continue
             if not header:
-                header = [_one_line(cell) or f"column_{i + 1}" for i, cell in enumerate(row)]
+                header = [one_line(cell) or f"column_{i + 1}" for i, cell in enumerate(row)]
                 continue
             lines.append(_render_row(header, row))
     except csv.Error as exc:
@@ -150,7 +150,7 @@ def _json_lines(text: str, name: str) -> list[Any]:
 def _scalar(value: Any) -> str:
     """A JSON scalar as a reader would write it; long strings are kept whole, on one line."""
     if isinstance(value, str):
-        return _one_line(value)
+        return one_line(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -158,7 +158,8 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _one_line(value: str) -> str:
+def one_line(value: str) -> str:
+    """``value`` on one line, its runs of whitespace made single spaces."""
     return " ".join(value.split())
 
 
@@ -166,7 +167,7 @@ def _render_row(header: list[str], row: list[str]) -> str:
     """`header: value` pairs of the non-empty cells; cells beyond the header get positional names."""
     pairs = []
     for index, cell in enumerate(row):
-        cell = _one_line(cell)
+        cell = one_line(cell)
         if cell:
             key = header[index] if index < len(header) else f"column_{index + 1}"
             pairs.append(f"{key}: {cell}")

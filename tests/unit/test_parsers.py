@@ -63,7 +63,8 @@ def _docx_bytes(build: object) -> bytes:
 
 
 def test_every_format_is_registered_and_listed_with_extensions() -> None:
-    assert set(SUPPORTED_FORMATS) == {"text", "markdown", "html", "pdf", "docx", "code", "csv", "json"}
+    assert set(SUPPORTED_FORMATS) == {"text", "markdown", "html", "pdf", "docx", "xlsx", "pptx", "epub", "odt", "code",
+                                      "csv", "json"}
     assert set(EXTENSIONS) == set(SUPPORTED_FORMATS)
     assert "md" in EXTENSIONS["markdown"] and "jsonl" in EXTENSIONS["json"] and "tsv" in EXTENSIONS["csv"]
 
@@ -169,12 +170,10 @@ def test_known_binary_formats_are_named_in_the_error(data: bytes, what: str) -> 
         parse(data, "readme.md")
 
 
-def test_zip_that_is_not_a_docx_is_unsupported_and_names_what_it_looks_like() -> None:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("xl/workbook.xml", "<workbook/>")
-    with pytest.raises(UnsupportedFormatError, match=r"zip archive \(looks like a XLSX spreadsheet\)"):
-        parse(buffer.getvalue(), "budget.docx")
+def test_zip_that_is_no_document_docmill_reads_is_unsupported_and_names_what_it_looks_like() -> None:
+    spreadsheet = corpus.opendocument_package("application/vnd.oasis.opendocument.spreadsheet", "", kind="spreadsheet")
+    with pytest.raises(UnsupportedFormatError, match=r"zip archive \(looks like an OpenDocument spreadsheet\)"):
+        parse(spreadsheet, "budget.docx")
 
 
 def test_extension_decides_among_text_formats() -> None:
