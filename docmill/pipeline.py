@@ -64,6 +64,8 @@ LOCAL_CALL_TEXTS = 32
 BATCH_TRIES = 3
 #: Tokens are counted as this many characters against tokens_per_minute (HTTP providers have no tokenizer).
 CHARS_PER_TOKEN = 4
+#: Documents without text named one by one in the summary; the rest are counted.
+NAMED_NO_TEXT = 10
 #: Longest time ``pump`` blocks without an event, so a stop is noticed promptly.
 PUMP_SLICE = 0.5
 
@@ -80,6 +82,9 @@ class PipelineStats:
     fenced: int = 0
     released: int = 0
     vanished: int = 0  # deleted from their source after discovery: removed, not failed
+    no_text: int = 0  # done, but nothing in them to index (blank, image-only, scanned)
+    #: "uri: why" of the first NAMED_NO_TEXT of those, for the summary.
+    no_text_named: list[str] = field(default_factory=list)
     chunks_written: int = 0
     embedded_chunks: int = 0
     cache_hits: int = 0
@@ -105,6 +110,8 @@ class PipelineStats:
                     self.stage_samples.setdefault(stage, []).extend(samples)
             elif key == "doc_seconds":
                 self.doc_seconds.extend(value)
+            elif key == "no_text_named":
+                self.no_text_named.extend(value[:NAMED_NO_TEXT - len(self.no_text_named)])
             elif key in ("max_inflight_chunks", "peak_rss_mb"):
                 setattr(self, key, max(getattr(self, key), value))  # a per-worker peak, not a sum
             elif isinstance(value, int) and key != "consecutive_failures":
@@ -547,10 +554,19 @@ class Pipeline:
         for flight, (doc, result), ok in zip(flights, items, oks, strict=True):
             if ok:
                 self.stats.chunks_written += len(result.chunks)
+                if not result.chunks:
+                    self._no_text(doc, flight.prepared)
             self._finish(doc, ok, "done")
             self._drop(doc.lease_token)
             with self._stats_lock:
                 self.stats.doc_seconds.append(round(now - flight.claimed_at, 6))
+
+    def _no_text(self, doc: ClaimedDocument, prepared: _Prepared | None) -> None:
+        """Count a document stored without chunks, and say why where the parser knows."""
+        self.stats.no_text += 1
+        note = prepared.parsed.metadata.get("note") if prepared else None
+        if len(self.stats.no_text_named) < NAMED_NO_TEXT:
+            self.stats.no_text_named.append(f"{doc.uri}: {note}" if note else doc.uri)
 
     def settling(self) -> frozenset[str]:
         """Lease tokens whose outcome is being stored right now: a heartbeat that finds their leases

@@ -61,6 +61,8 @@ class IngestSummary:
     fenced: int = 0
     embedded_chunks: int = 0
     cache_hits: int = 0
+    #: Documents done with nothing to index (blank, image-only, a PDF without a text layer).
+    no_text: int = 0
     new: int = 0
     changed: int = 0
     removed: int = 0
@@ -300,6 +302,7 @@ def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], err
         seconds=round(seconds, 3), docs_per_sec=round(stats.processed / seconds, 3) if seconds else 0.0,
         processed=stats.processed, done=stats.done, unchanged=stats.unchanged, retried=stats.retried,
         dead=stats.dead, fenced=stats.fenced, embedded_chunks=stats.embedded_chunks, cache_hits=stats.cache_hits,
+        no_text=stats.no_text,
         new=discovery.get("new", 0), changed=discovery.get("changed", 0),
         removed=discovery.get("removed", 0) + stats.vanished,
         workers=n_workers, limit_reached=limit is not None and counts[DocState.PENDING] > 0,
@@ -311,4 +314,12 @@ def _summarise(backend: Backend, run_id: str, reports: list[dict[str, Any]], err
         peak_rss_mb=[float((r.get("stats") or {}).get("peak_rss_mb", 0.0)) for r in reports],
         dead_letters=[{"id": d.id, "uri": d.uri, "error_class": d.error_class, "error": d.last_error}
                       for d in dead_rows],
-        warnings=list(discovery.get("warnings", [])), errors=errors)
+        warnings=[*discovery.get("warnings", []), *_no_text_warnings(stats)], errors=errors)
+
+
+def _no_text_warnings(stats: PipelineStats) -> list[str]:
+    """One warning per document stored without text (the first few), then a count of the rest."""
+    shown = [f"no text to index in {named}" for named in stats.no_text_named]
+    if stats.no_text > len(shown):
+        shown.append(f"and {stats.no_text - len(shown)} more documents with no text to index")
+    return shown

@@ -15,7 +15,7 @@ from docmill.parsers.detect import file_stem
 from docmill.parsers.text import first_line, normalize_newlines, trim_blank_lines
 
 MIME = "application/pdf"
-NO_TEXT_NOTE = "no extractable text (scanned?)"
+NO_TEXT_NOTE = "no extractable text (scanned pages? docmill does no OCR)"
 
 # PDFium reports load failures as "Failed to load document (PDFium: <reason>)."; keep only the reason.
 _PDFIUM_REASON = re.compile(r"\(PDFium: (.+?)\)")

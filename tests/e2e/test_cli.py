@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fpdf import FPDF
 
 from tests.corpus import (
     write_bad_corpus,
@@ -240,6 +241,26 @@ def test_bad_inputs_are_dead_lettered_and_good_files_finish(tmp_path: Path) -> N
                             env={"DOCMILL_DATABASE_URL": ""}).stdout)
     assert len(listed) == len(reasons)
     assert top_uri(tmp_path, questions["notes/piano.txt"])[0].endswith("piano.txt")
+
+
+def test_documents_without_text_are_done_and_named_in_the_summary(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "lighthouse.md").write_text("# Lighthouses\n\nThe lamp turns once every ten seconds.")
+    (docs / "blank.txt").write_text("  \n\n \t\n")
+    scan = FPDF()
+    scan.add_page()  # a page with nothing drawn as text: what a scanner without OCR gives
+    (docs / "scan.pdf").write_bytes(bytes(scan.output()))
+    proc = run("ingest", "docs", cwd=tmp_path)
+    assert "warning: no text to index in" in proc.stderr and "docmill does no OCR" in proc.stderr
+    rerun = ingest_json(tmp_path, "docs")  # nothing changed: nothing read, nothing to warn about
+    assert rerun["no_text"] == 0 and rerun["warnings"] == []
+    (docs / "blank.txt").write_text("\n\n")
+    summary = ingest_json(tmp_path, "docs")
+    assert summary["no_text"] == 1 and summary["warnings"] == [f"no text to index in {docs / 'blank.txt'}"]
+    listed = {Path(d["uri"]).name: d for d in json.loads(run("documents", "--json", cwd=tmp_path).stdout)}
+    assert {name: d["state"] for name, d in listed.items()} == dict.fromkeys(listed, "done")
+    assert listed["scan.pdf"]["chunks"] == 0 and listed["lighthouse.md"]["chunks"] == 1
 
 
 @needs_permissions

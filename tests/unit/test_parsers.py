@@ -641,7 +641,7 @@ def test_pdf_without_text_is_a_document_with_a_note() -> None:
     pdf.add_page()
     document = parse(bytes(pdf.output()), "scan.pdf")
     assert document.sections == []
-    assert document.metadata == {"pages": 2, "note": "no extractable text (scanned?)"}
+    assert document.metadata == {"pages": 2, "note": "no extractable text (scanned pages? docmill does no OCR)"}
     assert document.title == "scan"
 
 
