@@ -1,5 +1,6 @@
 """XLSX, PPTX, EPUB and ODT: detection by content, what each parser reads, and how broken or hostile
-packages fail. The files are written by openpyxl and python-pptx, or zipped by tests/corpus.py."""
+packages fail. The files are written by openpyxl, python-pptx, ebooklib and docutils, or zipped by
+tests/corpus.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import re
 import tracemalloc
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pptx
 import pytest
+from docutils.core import publish_string
+from ebooklib import epub as epub_writer
 from pptx.util import Inches
 
 from docmill.errors import CorruptDocumentError, DocumentTooLargeError, UnsupportedFormatError
@@ -436,3 +440,39 @@ def test_odt_that_is_password_protected_is_corrupt_saying_so() -> None:
         b'manifest:checksum-type="SHA1/1K" manifest:checksum="x"/></manifest:file-entry>')
     with pytest.raises(CorruptDocumentError, match=r"^corrupt ODT: content\.xml is encrypted \(password-protected\)"):
         parse(replaced(data, "META-INF/manifest.xml", manifest), "secret.odt")
+
+
+def test_an_epub_written_by_ebooklib_reads_its_chapters_once_each(tmp_path: Path) -> None:
+    book = epub_writer.EpubBook()
+    book.set_identifier("harbour-1")
+    book.set_title("Harbour book")
+    book.set_language("en")
+    chapters = [("Tides", "High tide comes twice a day at the harbour."), ("Knots", "A bowline makes a fixed loop.")]
+    items = []
+    for n, (title, text) in enumerate(chapters, 1):
+        item = epub_writer.EpubHtml(title=title, file_name=f"c{n}.xhtml", lang="en")
+        item.content = f"<h1>{title}</h1><p>{text}</p>"
+        book.add_item(item)
+        items.append(item)
+    book.toc = tuple(items)
+    book.add_item(epub_writer.EpubNcx())
+    book.add_item(epub_writer.EpubNav())
+    book.spine = ["nav", *items]  # the table of contents comes first, as ebooklib's own examples do
+    epub_writer.write_epub(str(tmp_path / "harbour.epub"), book)
+    document = parse((tmp_path / "harbour.epub").read_bytes(), "harbour.epub")
+    assert document.title == "Harbour book" and document.mime == "application/epub+zip"
+    assert [(s.heading_path, s.text) for s in document.sections] == [(("Tides",), chapters[0][1]),
+                                                                      (("Knots",), chapters[1][1])]
+
+
+def test_an_odt_written_by_docutils_reads_headings_inside_sections_and_table_rows(tmp_path: Path) -> None:
+    source = ("Lamps\n=====\n\nThe lamp turns once every ten seconds.\n\nFog signals\n-----------\n\n"
+              "A horn sounds twice a minute in fog.\n\n+--------+--------+\n| Tower  | Height |\n"
+              "+========+========+\n| North  | 31 m   |\n+--------+--------+\n")
+    odt = publish_string(source, writer="odt", settings_overrides={"report_level": 5})
+    document = parse(odt, "lighthouse.odt")
+    assert document.mime == ODT_MIMETYPE
+    text = "\n".join(s.text for s in document.sections)
+    assert "The lamp turns once every ten seconds." in text
+    fog = next(s for s in document.sections if s.heading_path and s.heading_path[-1] == "Fog signals")
+    assert fog.text == "A horn sounds twice a minute in fog.\nTower | Height\nNorth | 31 m"
