@@ -1,7 +1,7 @@
 """docmill next to LlamaIndex's IngestionPipeline: same corpus, same model, same run.
 
     pip install -e '.[bench]'          # llama-index-core, llama-index-embeddings-fastembed, fastembed
-    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--rounds 3] [--output FILE]
+    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--rounds 3] [--quantize] [--output FILE]
 
 LlamaIndex: SimpleDirectoryReader → IngestionPipeline(SentenceSplitter(200 tokens, 32 overlap),
 FastEmbedEmbedding) with an in-memory SimpleDocumentStore (so its re-run skips unchanged documents).
@@ -21,6 +21,8 @@ any application calling it again would) and report the median, after WARMUPS unt
 ``--pdf`` writes the generated documents as PDFs (one page per section; LlamaIndex reads them with
 pypdf), the usual pile of documents, where a re-run that re-reads every file costs the most.
 Both timings include loading the model. Prints JSON with docs/s, chunks/s and the ratios.
+``--quantize`` runs docmill with ``embedding.quantize: true`` (int8 arithmetic; LlamaIndex stays on the
+float model, so the two no longer compute the same vectors: a figure for that option, not like for like).
 """
 
 from __future__ import annotations
@@ -102,14 +104,14 @@ def llamaindex_first_run(folder: Path, model: Path, threads: int) -> tuple[dict[
     return figures(time.perf_counter() - start, documents, chunks), one_run
 
 
-def docmill_cli_run(folder: Path, store: Path, documents: int) -> dict[str, Any]:
-    """One ``docmill ingest --json`` command on ``store`` (the default config): a first run on a fresh
-    store, a no-change re-run on a filled one."""
-    summary = run_ingest(Config(), folder, store, 1)
+def docmill_cli_run(folder: Path, store: Path, documents: int, config: Config) -> dict[str, Any]:
+    """One ``docmill ingest --json`` command on ``store``: a first run on a fresh store, a no-change
+    re-run on a filled one."""
+    summary = run_ingest(config, folder, store, 1)
     return figures(summary["seconds"], documents, summary["embedded_chunks"])
 
 
-def compare(folder: Path, root: Path, documents: int, threads: int, rounds: int) -> dict[str, Any]:
+def compare(folder: Path, root: Path, documents: int, threads: int, rounds: int, config: Config) -> dict[str, Any]:
     """``rounds`` first runs per side, alternating which side goes first, then the no-change re-runs."""
     model = fastembed_model_folder(root)
     firsts: dict[str, list[dict[str, Any]]] = {"docmill": [], "llamaindex": []}
@@ -118,14 +120,14 @@ def compare(folder: Path, root: Path, documents: int, threads: int, rounds: int)
         store = root / f"store-{r}.db"
         for side in (("docmill", "llamaindex") if r % 2 == 0 else ("llamaindex", "docmill")):
             if side == "docmill":
-                firsts[side].append(docmill_cli_run(folder, store, documents))
+                firsts[side].append(docmill_cli_run(folder, store, documents, config))
             else:
                 first, llama_rerun = llamaindex_first_run(folder, model, threads)
                 firsts[side].append(first)
     assert llama_rerun is not None  # rounds >= 1
     out: dict[str, dict[str, Any]] = {side: {"first": median_figures(runs), "first_seconds_per_round":
                                              [f["seconds"] for f in runs]} for side, runs in firsts.items()}
-    out["docmill"]["rerun_cli"] = docmill_cli_run(folder, store, documents)  # the last round's store
+    out["docmill"]["rerun_cli"] = docmill_cli_run(folder, store, documents, config)  # the last round's store
     config = Config.load(store.with_suffix(".yaml"))  # the file run_ingest wrote
     seconds, result = median_time(lambda: ingest(config))
     out["docmill"]["rerun"] = figures(seconds, documents, result.embedded_chunks)
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--pdf", action="store_true", help="generate the corpus as PDFs")
     parser.add_argument("--folder", type=Path, help="compare on this folder instead of a generated corpus")
     parser.add_argument("--rounds", type=int, default=3, help="first runs per side; the median is reported")
+    parser.add_argument("--quantize", action="store_true", help="docmill with embedding.quantize (int8)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -177,12 +180,14 @@ def main() -> None:
         else:
             folder = write_corpus(Path(tmp) / "corpus", args.documents)
         documents = sum(1 for p in folder.rglob("*") if p.is_file())
-        runs = compare(folder, Path(tmp), documents, threads, args.rounds)
+        config = Config(embedding={"quantize": args.quantize})
+        runs = compare(folder, Path(tmp), documents, threads, args.rounds, config)
     docmill, llama = runs["docmill"], runs["llamaindex"]
     result = {
         "benchmark": "peers",
         "corpus": str(args.folder) if args.folder else "generated " + ("PDF" if args.pdf else "Markdown"),
         "documents": documents, "model": "all-MiniLM-L6-v2 int8 ONNX, both sides", "rounds": args.rounds,
+        "docmill_quantize": args.quantize,
         "docmill": docmill, "llamaindex_ingestion_pipeline": llama,
         "ratio_first_run": round(llama["first"]["seconds"] / docmill["first"]["seconds"], 2),
         "ratio_rerun": round(llama["rerun"]["seconds"] / docmill["rerun"]["seconds"], 1),

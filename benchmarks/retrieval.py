@@ -1,10 +1,12 @@
 """Retrieval quality on real documents: hit@1, hit@k and MRR of hybrid, vector and text search.
 
-    python benchmarks/retrieval.py --folder DIR --questions FILE [--k 5] [--store PATH] [--output FILE]
+    python benchmarks/retrieval.py --folder DIR --questions FILE [--k 5] [--config YAML] [--store PATH]
+                                   [--output FILE]
 
 FILE holds one ``question|fragment`` per line, where fragment is part of the path of the file that
 answers the question (``#`` lines are comments). The folder is ingested with the default config into
-a SQLite store (``--store``: kept and reused, so a second run only searches). Prints JSON.
+a SQLite store (``--store``: kept and reused, so a second run only searches); ``--config`` takes the
+embedding and chunking settings from a YAML file instead (its sources and storage are replaced). Prints JSON.
 ``benchmarks/questions/system_docs.txt`` matches documentation Debian and rustup install; its header
 says how to assemble that folder.
 """
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--questions", type=Path, required=True)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--config", type=Path, help="YAML config whose embedding and chunking settings to use")
     parser.add_argument("--store", type=Path, help="SQLite file to keep (default: a temporary one)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
@@ -68,11 +71,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="docmill-retrieval-") as tmp:
         store = args.store or Path(tmp) / "store.db"
         db = f"sqlite:///{store.resolve()}"
-        config = Config(content_sources=[{"name": "corpus", "path": str(args.folder)}])
+        base = Config.load(args.config) if args.config else Config()
+        config = base.model_copy(update={"content_sources": Config(
+            content_sources=[{"name": "corpus", "path": str(args.folder)}]).content_sources})
         summary = ingest(config, db=db)
         result = {"benchmark": "retrieval", "folder": str(args.folder), "documents": summary.counts,
                   "chunks": summary.chunks, "questions": len(questions), "k": args.k,
-                  "model": config.embedding.model,
+                  "model": config.embedding.model, "quantize": config.embedding.quantize,
                   "modes": {mode: score(config, db, questions, args.k, mode) for mode in MODES}}
     emit(result, args.output)
 

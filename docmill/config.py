@@ -130,6 +130,8 @@ class EmbeddingConfig(_Section):
     api: Literal["auto", "openai", "azure", "ollama"] = Field(
         "auto", description="HTTP dialect (openai): auto guesses from base_url (Azure host, Ollama /api)")
     rate_limit_burst: float = Field(5.0, gt=0, le=60, description="seconds of the rate limit one burst may use")
+    quantize: bool = Field(False, description="local: int8 arithmetic, ~1.6x faster on CPU; vectors ~0.99 cosine "
+                           "to the float model's, so a search may rank chunks differently")
 
     @model_validator(mode="after")
     def _local_batch(self) -> EmbeddingConfig:
@@ -140,10 +142,19 @@ class EmbeddingConfig(_Section):
             self.batch_size = LOCAL_BATCH_SIZE
         return self
 
+    @model_validator(mode="after")
+    def _quantize_is_local(self) -> EmbeddingConfig:
+        if self.quantize and self.provider != "local":
+            raise ValueError(f"embedding.quantize applies to provider 'local' only, not {self.provider!r}")
+        return self
+
     def identity(self) -> dict[str, Any]:
         """The settings that change the vectors (go into the run id)."""
-        return {"provider": self.provider, "model": self.model, "dimensions": self.dimensions,
-                "max_sequence_length": self.max_sequence_length}
+        identity: dict[str, Any] = {"provider": self.provider, "model": self.model, "dimensions": self.dimensions,
+                                    "max_sequence_length": self.max_sequence_length}
+        if self.quantize:  # only when set: the float model's runs keep the ids they always had
+            identity["quantize"] = True
+        return identity
 
 
 class ChunkingConfig(_Section):

@@ -39,12 +39,22 @@ def query_embedder(cfg: EmbeddingConfig) -> Embedder:
 def compatible_runs(backend: Backend, config: Config) -> list[str]:
     """Runs whose vectors come from the same embedding model as ``config``."""
     wanted = config.embedding.identity()
-    matching = [r.run_id for r in stored_runs(backend)
-                if _embedding_identity(r.config_json) == wanted]
+    identities = [(r.run_id, _embedding_identity(r.config_json)) for r in stored_runs(backend)]
+    matching = [run_id for run_id, identity in identities if identity == wanted]
     if not matching:
-        raise DocmillError(f"no run in this store was embedded with {config.embedding.provider}/"
-                           f"{config.embedding.model}: search with the config used for ingest (-c FILE)")
+        held = sorted({_described(identity) for _, identity in identities if identity is not None})
+        raise DocmillError(f"no run in this store was embedded with {_described(wanted)} (it holds "
+                           f"{', '.join(held) or 'no readable run config'}): search with the config used for "
+                           "ingest (-c FILE)")
     return matching
+
+
+def _described(identity: dict[str, object]) -> str:
+    """``provider/model`` and the settings beside them that change vectors and are not the default."""
+    default = EmbeddingConfig().identity()
+    extras = [f"{key} {value}" for key, value in identity.items()
+              if key not in ("provider", "model") and value != default.get(key)]
+    return f"{identity['provider']}/{identity['model']}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _embedding_identity(config_json: str) -> dict[str, object] | None:

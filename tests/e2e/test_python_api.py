@@ -9,7 +9,7 @@ import pytest
 from docmill import Config, get_processing_stats, ingest, search
 from docmill.backends import open_backend
 from docmill.backends.base import Backend
-from docmill.errors import StoreError
+from docmill.errors import DocmillError, StoreError
 from docmill.search import query_embedder
 from tests.corpus import write_good_corpus
 
@@ -117,3 +117,14 @@ def test_an_interrupted_run_resumed_lists_its_sources_again(tmp_path: Path, back
     assert (resumed.new, resumed.removed, resumed.dead) == (1, 1, 0)
     assert resumed.counts["done"] == 6 and resumed.exit_code == 0
     assert search("otters river", config, db=backend_url, k=1)[0].uri.endswith("otters.md")
+
+
+def test_a_store_filled_by_the_int8_model_is_searched_with_it(tmp_path: Path, backend_url: str) -> None:
+    questions = write_good_corpus(tmp_path / "docs")
+    config = Config(content_sources=[{"name": "docs", "path": str(tmp_path / "docs")}], embedding={"quantize": True})
+    assert ingest(config, db=backend_url).exit_code == 0
+    relative, question = next(iter(questions.items()))
+    assert search(question, config, db=backend_url, k=3)[0].uri.endswith(relative)
+    with pytest.raises(DocmillError, match=r"embedded with local/all-MiniLM-L6-v2 \(it holds local/all-MiniLM-L6-v2 "
+                                           r"\(quantize True\)\)"):
+        search(question, Config(), db=backend_url)

@@ -205,3 +205,26 @@ def test_a_damaged_folded_model_is_folded_again(tmp_path: Path, monkeypatch: pyt
     assert "does not load" in caplog.text and folded.stat().st_size > model_file().stat().st_size
     texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
     assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-5)
+
+
+def test_the_int8_model_is_close_to_the_float_one_and_never_shares_its_cache(embedder: Embedder) -> None:
+    quantized = create_embedder(EmbeddingConfig(quantize=True), threads=2)
+    assert quantized.model_id == "local/all-MiniLM-L6-v2-int8" != embedder.model_id
+    sentences = ["The invoice must be paid within thirty days.", "Penguins cannot fly but swim very well.",
+                 "Set the environment variable before starting the server.", "a cat sat on the mat"]
+    cosines = (quantized.embed(sentences) * embedder.embed(sentences)).sum(axis=1)
+    assert cosines.min() >= local_onnx.MIN_QUANTIZED_COSINE and cosines.max() < 1 - 1e-5  # close, not the same
+    scores = quantized.embed(sentences) @ quantized.embed_query("Which birds are good swimmers?")
+    assert int(np.argmax(scores)) == 1
+
+
+def test_quantize_is_refused_where_it_cannot_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"embedding\.quantize applies to provider 'local' only"):
+        EmbeddingConfig(provider="openai", quantize=True)
+    assert "quantize" not in EmbeddingConfig().identity(), "the float model's run ids stay as they were"
+    assert EmbeddingConfig(quantize=True).identity()["quantize"] is True
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DOCMILL_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(ConfigError, match=r"embedding\.quantize: cannot make the int8 model"):
+        create_embedder(EmbeddingConfig(quantize=True), threads=1)
