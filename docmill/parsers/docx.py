@@ -26,6 +26,7 @@ from docmill.parsers.package import (
     external_links,
     number,
     ooxml_core,
+    ooxml_main,
     read_package,
     target_of,
 )
@@ -80,8 +81,7 @@ def parse(data: bytes, name: str) -> ParsedDocument:
 
 def _read(package: Package, name: str) -> ParsedDocument:
     """Read the core properties and styles, then stream the main document part through a _BodyReader."""
-    package_rels = package.relationships("", _USED_RELTYPES)
-    main = target_of(package_rels, MAIN_RELTYPE, "") or _DEFAULT_MAIN_PART
+    main, package_rels = ooxml_main(package, _DEFAULT_MAIN_PART)
     main_rels = package.relationships(main, _USED_RELTYPES)
     core = ooxml_core(package, package_rels)
     styles = _StyleReader()

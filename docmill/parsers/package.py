@@ -200,6 +200,13 @@ class CoreReader:
             self._field = None
 
 
+def ooxml_main(package: Package, default: str) -> tuple[str, list[dict[str, str]]]:
+    """An OOXML package's main part (from its relationships, else ``default``), and the package's own
+    relationships to it and to its core properties."""
+    rels = package.relationships("", {MAIN_RELTYPE, CORE_RELTYPE})
+    return target_of(rels, MAIN_RELTYPE, "") or default, rels
+
+
 def ooxml_core(package: Package, package_rels: list[dict[str, str]]) -> CoreReader:
     """The core properties of an OOXML package (empty when it has none)."""
     core = CoreReader()

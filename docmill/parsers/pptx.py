@@ -13,9 +13,7 @@ from docmill.errors import DocumentTooLargeError
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
 from docmill.parsers.package import (
-    CORE_RELTYPE,
     HYPERLINK_RELTYPE,
-    MAIN_RELTYPE,
     MAX_EXPANDED_BYTES,
     OFFICE_RELS,
     REL_ID,
@@ -23,6 +21,7 @@ from docmill.parsers.package import (
     PlaceReader,
     external_links,
     ooxml_core,
+    ooxml_main,
     read_package,
     target_of,
     targets_by_id,
@@ -87,8 +86,7 @@ def parse(data: bytes, name: str) -> ParsedDocument:
 
 def _read(package: Package, name: str) -> ParsedDocument:
     """Read the slide list, then each slide and its notes, in presentation order."""
-    package_rels = package.relationships("", {MAIN_RELTYPE, CORE_RELTYPE})
-    main = target_of(package_rels, MAIN_RELTYPE, "") or _DEFAULT_MAIN_PART
+    main, package_rels = ooxml_main(package, _DEFAULT_MAIN_PART)
     presentation = _PresentationReader()
     package.stream(main, presentation.start, presentation.end)
     slides = targets_by_id(package.relationships(main, {_SLIDE_RELTYPE}), _SLIDE_RELTYPE, main)

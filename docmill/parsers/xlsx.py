@@ -17,9 +17,7 @@ from docmill.errors import DocumentTooLargeError
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
 from docmill.parsers.package import (
-    CORE_RELTYPE,
     HYPERLINK_RELTYPE,
-    MAIN_RELTYPE,
     MAX_EXPANDED_BYTES,
     OFFICE_RELS,
     REL_ID,
@@ -28,6 +26,7 @@ from docmill.parsers.package import (
     external_links,
     number,
     ooxml_core,
+    ooxml_main,
     read_package,
     target_of,
     targets_by_id,
@@ -116,8 +115,7 @@ def parse(data: bytes, name: str) -> ParsedDocument:
 
 def _read(package: Package, name: str) -> ParsedDocument:
     """Read the workbook, its shared strings and date formats, then stream each sheet into sections."""
-    package_rels = package.relationships("", {MAIN_RELTYPE, CORE_RELTYPE})
-    main = target_of(package_rels, MAIN_RELTYPE, "") or _DEFAULT_MAIN_PART
+    main, package_rels = ooxml_main(package, _DEFAULT_MAIN_PART)
     workbook = _WorkbookReader()
     package.stream(main, workbook.start, workbook.end)
     rels = package.relationships(main, {_WORKSHEET_RELTYPE, _SHARED_STRINGS_RELTYPE, _STYLES_RELTYPE})
