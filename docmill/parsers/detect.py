@@ -166,8 +166,11 @@ def _detect_zip(data: bytes, name: str, hinted: str | None) -> str:
                 return fmt
             what = _zip_kind(archive, members)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        # Handed to its parser, a truncated package is reported as corrupt rather than as unknown.
+        # Handed to its parser, a truncated package is reported as corrupt rather than as unknown: by the
+        # parts it still names, else by its name when the cut came before any of them.
         fmt = next((fmt for sign, fmt in _TRUNCATED_SIGNS if sign.search(data)), None)
+        if fmt is None and hinted in _BINARY_FORMATS and hinted != "pdf":
+            fmt = hinted
         if fmt is not None:
             return fmt
         raise UnsupportedFormatError(f"unsupported format: zip archive (unreadable: {exc}) ({name})") from exc

@@ -122,6 +122,9 @@ def test_a_truncated_package_is_corrupt_not_unknown(fmt: str, build: Callable[[]
     assert detect_format(cut, "upload.bin") == fmt
     with pytest.raises(CorruptDocumentError, match=rf"^corrupt {kind}: .+ \(upload\.bin\)$"):
         parse(cut, "upload.bin")
+    head = data[:200]  # cut before an OOXML part is named: there, only the file name still says what it was
+    with pytest.raises(CorruptDocumentError, match=rf"^corrupt {kind}: "):
+        parse(head, f"report.{fmt}")
 
 
 @pytest.mark.parametrize(("fmt", "build", "main", "kind"), PACKAGES)
