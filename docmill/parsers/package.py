@@ -33,6 +33,10 @@ MAIN_RELTYPE = OFFICE_RELS + "officeDocument"
 HYPERLINK_RELTYPE = OFFICE_RELS + "hyperlink"
 CORE_RELTYPE = "http://schemas.openxmlformats.org/package/2006/relationships/metadata/core-properties"
 _RELATIONSHIP = "http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
+#: Strict Open XML (ISO/IEC 29500 Strict, Word's "Strict Open XML Document") names the same elements
+#: and relationship types under these URIs: ``<STRICT>a/b`` is the transitional ``<TRANSITIONAL>a/2006/b``.
+_STRICT = "http://purl.oclc.org/ooxml/"
+_TRANSITIONAL = "http://schemas.openxmlformats.org/"
 _DIRECTORY_ENTRY = b"PK\x01\x02"
 
 StartHandler = Callable[[str, dict[str, str]], None]
@@ -83,6 +87,7 @@ class Package:
         self.kind = kind
         self.members = frozenset(archive.namelist())
         self._archive = archive
+        self._strict = False  # set when a relationship type says so: then every part is read as transitional
 
     def stream(self, part: str, start: StartHandler, end: EndHandler | None = None,
                data: DataHandler | None = None, *, external_dtd: bool = False) -> None:
@@ -99,6 +104,8 @@ class Package:
                 raise ValueError(f"a document type declaration with entity definitions in {part}")
 
         parser.StartDoctypeDeclHandler = doctype
+        if self._strict:
+            start, end = _as_transitional(start, end)
         parser.StartElementHandler = start
         if end is not None:
             parser.EndElementHandler = end
@@ -129,7 +136,13 @@ class Package:
         found: list[dict[str, str]] = []
 
         def start(tag: str, attrs: dict[str, str]) -> None:
-            if tag == _RELATIONSHIP and attrs.get("Type") in reltypes:
+            if tag != _RELATIONSHIP:
+                return
+            kind = attrs.get("Type", "")
+            if kind.startswith(_STRICT):
+                self._strict = True
+                attrs = {**attrs, "Type": transitional(kind)}
+            if attrs.get("Type") in reltypes:
                 found.append(attrs)
 
         self.stream(rels_part, start)
@@ -139,6 +152,26 @@ class Package:
         if part not in self.members:
             raise ValueError(f"the part {part} is missing")
         return self._archive.open(part)
+
+
+def transitional(name: str) -> str:
+    """A Strict Open XML URI (or ``uri}local`` name) in its transitional spelling; others unchanged."""
+    if not name.startswith(_STRICT):
+        return name
+    area, _, rest = name[len(_STRICT):].partition("/")
+    return f"{_TRANSITIONAL}{area}/2006/{rest}"
+
+
+def _as_transitional(start: StartHandler, end: EndHandler | None) -> tuple[StartHandler, EndHandler | None]:
+    """Handlers that see a Strict part's element and attribute names as transitional ones."""
+    def strict_start(tag: str, attrs: dict[str, str]) -> None:
+        start(transitional(tag), {transitional(key): value for key, value in attrs.items()})
+
+    def strict_end(tag: str) -> None:
+        assert end is not None
+        end(transitional(tag))
+
+    return strict_start, (strict_end if end is not None else None)
 
 
 def resolve(source: str, target: str) -> str:

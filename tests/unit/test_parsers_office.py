@@ -479,3 +479,27 @@ def test_an_odt_written_by_docutils_reads_headings_inside_sections_and_table_row
     assert "The lamp turns once every ten seconds." in text
     fog = next(s for s in document.sections if s.heading_path and s.heading_path[-1] == "Fog signals")
     assert fog.text == "A horn sounds twice a minute in fog.\nTower | Height\nNorth | 31 m"
+
+
+def strict_open_xml(data: bytes) -> bytes:
+    """The package as Word saves a "Strict Open XML" file: the same parts under ISO 29500 Strict URIs
+    (http://purl.oclc.org/ooxml/...) for elements, attributes and relationship types; OPC's own stay."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            payload = source.read(info.filename)
+            if info.filename.endswith((".xml", ".rels")):
+                payload = re.sub(rb"http://schemas\.openxmlformats\.org/(?!package/)(\w+)/2006/([\w/]+)",
+                                 rb"http://purl.oclc.org/ooxml/\1/\2", payload)
+            target.writestr(info, payload)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("build", "name"), [(corpus.autoscaling_docx, "runbook.docx"),
+                                             (corpus.fleet_xlsx, "fleet.xlsx"), (corpus.beekeeping_pptx, "club.pptx")])
+def test_strict_open_xml_reads_as_the_transitional_file_does(build: Callable[[], bytes], name: str) -> None:
+    transitional, strict = parse(build(), name), parse(strict_open_xml(build()), name)
+    assert b"purl.oclc.org/ooxml" in member(strict_open_xml(build()), "_rels/.rels")
+    assert strict.sections and texts(strict) == texts(transitional)
+    assert (strict.title, strict.links) == (transitional.title, transitional.links)
