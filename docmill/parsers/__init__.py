@@ -17,7 +17,7 @@ from typing import Any
 
 from docmill.errors import CorruptDocumentError, DocmillError
 from docmill.models import ParsedDocument, Section
-from docmill.parsers import code, docx, epub, html, markdown, odt, pdf, pptx, tabular, text, xlsx
+from docmill.parsers import code, docx, epub, html, markdown, odt, pdf, pptx, rst, tabular, text, xlsx
 from docmill.parsers.detect import CODE_FILENAMES, EXTENSIONS, detect_format, file_stem
 
 ParseFunction = Callable[[bytes, str], ParsedDocument]
@@ -116,6 +116,7 @@ def shorten(value: str, limit: int = TITLE_MAX_CHARS) -> str:
 
 register("text", text.parse)
 register("markdown", markdown.parse)
+register("rst", rst.parse)
 register("html", html.parse)
 register("pdf", pdf.parse)
 register("docx", docx.parse)
@@ -132,6 +133,7 @@ SUPPORTED_FORMATS: tuple[str, ...] = tuple(_REGISTRY)
 _EMPTY_MIME: dict[str, str] = {
     "text": text.MIME,
     "markdown": markdown.MIME,
+    "rst": rst.MIME,
     "html": html.MIME,
     "pdf": pdf.MIME,
     "docx": docx.MIME,

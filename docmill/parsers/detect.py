@@ -15,8 +15,9 @@ from docmill.parsers.package import check_member_count
 # Extensions per format, without the dot; detection and the README both read this table.
 # fmt: off
 EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "text": ("txt", "text", "log", "rst"),
+    "text": ("txt", "text", "log"),
     "markdown": ("md", "markdown", "mdown", "mkd", "mkdn", "mdx"),
+    "rst": ("rst", "rest"),
     "html": ("html", "htm", "xhtml"),
     "pdf": ("pdf",),
     "docx": ("docx",),

@@ -63,8 +63,8 @@ def _docx_bytes(build: object) -> bytes:
 
 
 def test_every_format_is_registered_and_listed_with_extensions() -> None:
-    assert set(SUPPORTED_FORMATS) == {"text", "markdown", "html", "pdf", "docx", "xlsx", "pptx", "epub", "odt", "code",
-                                      "csv", "json"}
+    assert set(SUPPORTED_FORMATS) == {"text", "markdown", "rst", "html", "pdf", "docx", "xlsx", "pptx", "epub", "odt",
+                                      "code", "csv", "json"}
     assert set(EXTENSIONS) == set(SUPPORTED_FORMATS)
     assert "md" in EXTENSIONS["markdown"] and "jsonl" in EXTENSIONS["json"] and "tsv" in EXTENSIONS["csv"]
 
@@ -345,6 +345,57 @@ def test_a_giant_markdown_heading_is_not_copied_whole_into_every_section() -> No
     assert all(sum(map(len, section.heading_path)) <= 2 * TITLE_MAX_CHARS for section in document.sections)
     assert document.sections[7].heading_path[1] == "Part 7"
     assert_cut_at_a_word(document.sections[7].heading_path[0], giant)
+
+
+# --- reStructuredText ------------------------------------------------------------------------------
+
+
+RST_GUIDE = """\
+==================
+Lighthouse keeping
+==================
+
+Lamps
+=====
+
+The lamp turns once every ten seconds.
+
+Fog signals
+-----------
+
+A horn sounds twice a minute in fog::
+
+    literal
+    -------
+    block
+
+----
+
+=====  ======
+Tower  Height
+=====  ======
+North  31 m
+=====  ======
+
+Maintenance
+===========
+
+Paint the tower every spring.
+"""
+
+
+def test_rst_sections_follow_its_titles_with_levels_in_order_of_first_use() -> None:
+    document = parse(RST_GUIDE.encode(), "guide.rst")
+    assert (document.title, document.mime) == ("Lighthouse keeping", "text/x-rst")
+    assert [(s.heading_path, s.text) for s in document.sections] == [
+        (("Lighthouse keeping", "Lamps"), "The lamp turns once every ten seconds."),
+        # An indented literal block, a transition and a simple table are text, not titles.
+        (("Lighthouse keeping", "Lamps", "Fog signals"), "A horn sounds twice a minute in fog::\n\n    literal\n"
+         "    -------\n    block\n\n----\n\n=====  ======\nTower  Height\n=====  ======\nNorth  31 m\n=====  ======"),
+        (("Lighthouse keeping", "Maintenance"), "Paint the tower every spring."),
+    ]
+    assert detect_format(RST_GUIDE.encode(), "guide.rst") == "rst"
+    assert parse(b"no titles at all\n\njust text\n", "notes.rst").title == "no titles at all"
 
 
 # --- text and encodings ------------------------------------------------------------------------------
