@@ -23,6 +23,8 @@ from docmill.config import ChunkingConfig
 from docmill.models import Chunk, ParsedDocument, Section
 
 SECTION_SEPARATOR = "\n\n"
+#: Documents whose text is Markdown (a notebook is read as one), split with the Markdown-aware splitter.
+MARKDOWN_MIMES = frozenset({"text/markdown", "application/x-ipynb+json"})
 HEADING_SEPARATOR = " > "
 #: Between the heading prefix and the chunk text in ``embed_text``.
 PREFIX_SEPARATOR = "\n\n"
@@ -106,7 +108,7 @@ class Chunker:
 
     def chunk(self, doc: ParsedDocument) -> list[Chunk]:
         """Chunks of ``doc`` in reading order, ordinals 0..n-1; blank sections give no chunks."""
-        markdown = doc.mime == "text/markdown"
+        markdown = doc.mime in MARKDOWN_MIMES
         plans: list[tuple[int, Section, str, tuple[bool, int, int]]] = []
         base = 0  # offset of the current section in full_text(doc)
         for section in doc.sections:

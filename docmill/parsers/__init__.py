@@ -17,7 +17,7 @@ from typing import Any
 
 from docmill.errors import CorruptDocumentError, DocmillError
 from docmill.models import ParsedDocument, Section
-from docmill.parsers import code, docx, epub, html, markdown, odt, pdf, pptx, rst, tabular, text, xlsx
+from docmill.parsers import code, docx, epub, html, markdown, notebook, odt, pdf, pptx, rst, tabular, text, xlsx
 from docmill.parsers.detect import CODE_FILENAMES, EXTENSIONS, detect_format, file_stem
 
 ParseFunction = Callable[[bytes, str], ParsedDocument]
@@ -127,6 +127,7 @@ register("odt", odt.parse)
 register("code", code.parse)
 register("csv", tabular.parse_csv)
 register("json", tabular.parse_json)
+register("notebook", notebook.parse)
 
 SUPPORTED_FORMATS: tuple[str, ...] = tuple(_REGISTRY)
 
@@ -144,6 +145,7 @@ _EMPTY_MIME: dict[str, str] = {
     "code": text.MIME,
     "csv": tabular.CSV_MIME,
     "json": tabular.JSON_MIME,
+    "notebook": notebook.MIME,
 }
 
 __all__ = [

@@ -32,6 +32,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     ),
     "csv": ("csv", "tsv"),
     "json": ("json", "jsonl", "ndjson"),
+    "notebook": ("ipynb",),
 }
 # fmt: on
 # Extension-less file names that are code.

@@ -69,7 +69,7 @@ def parse_json(data: bytes, name: str) -> ParsedDocument:
     if extension(name) in _JSONL_EXTENSIONS:
         value, mime = _json_lines(text, name), JSONL_MIME
     else:
-        value, mime = _load_json(text, name)
+        value, mime = load_json(text, name)
     metadata: dict[str, Any] = {"encoding": encoding}
     if isinstance(value, list):
         # A list of records: one line per record.
@@ -89,7 +89,7 @@ def parse_json(data: bytes, name: str) -> ParsedDocument:
     )
 
 
-def _load_json(text: str, name: str) -> tuple[Any, str]:
+def load_json(text: str, name: str) -> tuple[Any, str]:
     """(value, mime) of a .json file; one that is really JSON Lines is read as such."""
     try:
         return json.loads(text), JSON_MIME

@@ -64,7 +64,7 @@ def _docx_bytes(build: object) -> bytes:
 
 def test_every_format_is_registered_and_listed_with_extensions() -> None:
     assert set(SUPPORTED_FORMATS) == {"text", "markdown", "rst", "html", "pdf", "docx", "xlsx", "pptx", "epub", "odt",
-                                      "code", "csv", "json"}
+                                      "code", "csv", "json", "notebook"}
     assert set(EXTENSIONS) == set(SUPPORTED_FORMATS)
     assert "md" in EXTENSIONS["markdown"] and "jsonl" in EXTENSIONS["json"] and "tsv" in EXTENSIONS["csv"]
 
@@ -396,6 +396,49 @@ def test_rst_sections_follow_its_titles_with_levels_in_order_of_first_use() -> N
     ]
     assert detect_format(RST_GUIDE.encode(), "guide.rst") == "rst"
     assert parse(b"no titles at all\n\njust text\n", "notes.rst").title == "no titles at all"
+
+
+# --- Jupyter notebooks ----------------------------------------------------------------------------
+
+
+TIDES_NOTEBOOK = {
+    "nbformat": 4, "nbformat_minor": 5,
+    "metadata": {"kernelspec": {"name": "ir", "language": "R", "display_name": "R"}},
+    "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Tide tables\n", "\n", "Loading the harbour's data."]},
+        {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": ["tides <- read.csv('tides.csv')\n",
+                                                                              "head(tides, 1)"],
+         "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                      "data": {"text/plain": ["  hour height_m\n", "1    0      1.2"], "text/html": ["<table/>"]}},
+                     {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBORw0KGgo="}}]},
+        {"cell_type": "markdown", "metadata": {}, "source": "## High tide\n\nHigh tide comes twice a day."},
+        {"cell_type": "code", "metadata": {}, "execution_count": 2, "source": "max(tides$height_m)",
+         "outputs": [{"output_type": "stream", "name": "stdout", "text": "x" * 5000},
+                     {"output_type": "error", "ename": "Error", "evalue": "object 'depth' not found",
+                      "traceback": ["\u001b[31mError\u001b[0m"]}]},
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "source": "", "outputs": []},
+    ],
+}
+
+
+def test_a_notebook_reads_as_markdown_cells_code_and_printed_output() -> None:
+    document = parse(json.dumps(TIDES_NOTEBOOK).encode(), "tides.ipynb")
+    assert (document.title, document.mime) == ("Tide tables", "application/x-ipynb+json")
+    assert document.metadata == {"cells": 5, "language": "R"}
+    assert [(s.heading_path, s.text) for s in document.sections] == [
+        (("Tide tables",), "Loading the harbour's data.\n\n```R\ntides <- read.csv('tides.csv')\nhead(tides, 1)\n```"
+                           "\n\n```output\n  hour height_m\n1    0      1.2\n```"),  # no HTML, no image
+        (("Tide tables", "High tide"), "High tide comes twice a day.\n\n```R\nmax(tides$height_m)\n```\n\n"
+         f"```output\n{'x' * 2000}…\n```\n\n```output\nError: object 'depth' not found\n```"),
+    ]
+    assert detect_format(json.dumps(TIDES_NOTEBOOK).encode(), "tides.ipynb") == "notebook"
+
+
+@pytest.mark.parametrize(("data", "reason"), [(b'{"cells": [', "invalid JSON: line 1"),
+                                              (b'{"nbformat": 4}', "corrupt notebook: no list of cells")])
+def test_a_broken_notebook_is_corrupt_saying_why(data: bytes, reason: str) -> None:
+    with pytest.raises(CorruptDocumentError, match=reason):
+        parse(data, "broken.ipynb")
 
 
 # --- text and encodings ------------------------------------------------------------------------------
