@@ -41,8 +41,10 @@ def _language(metadata: dict[str, Any]) -> str:
     info = metadata.get("language_info")
     kernel = metadata.get("kernelspec")
     for source in (info, kernel):
-        if isinstance(source, dict) and isinstance(source.get("language") or source.get("name"), str):
-            return str(source.get("language") or source.get("name")).strip().split()[0] or "python"
+        if isinstance(source, dict):
+            value = source.get("language") or source.get("name")
+            if isinstance(value, str) and value.split():
+                return value.split()[0]
     return "python"
 
 

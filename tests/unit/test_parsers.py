@@ -434,6 +434,12 @@ def test_a_notebook_reads_as_markdown_cells_code_and_printed_output() -> None:
     assert detect_format(json.dumps(TIDES_NOTEBOOK).encode(), "tides.ipynb") == "notebook"
 
 
+def test_odd_notebook_metadata_falls_back_to_python() -> None:
+    for metadata in ({"language_info": {"name": " "}}, {"kernelspec": {"language": 3}}, [], None):
+        notebook = {"cells": [{"cell_type": "code", "source": "1 + 1", "outputs": "not a list"}], "metadata": metadata}
+        assert parse(json.dumps(notebook).encode(), "odd.ipynb").sections[0].text == "```python\n1 + 1\n```"
+
+
 @pytest.mark.parametrize(("data", "reason"), [(b'{"cells": [', "invalid JSON: line 1"),
                                               (b'{"nbformat": 4}', "corrupt notebook: no list of cells")])
 def test_a_broken_notebook_is_corrupt_saying_why(data: bytes, reason: str) -> None:
