@@ -3,6 +3,9 @@
 A slide's text is the paragraphs of its shapes in the order the slide lists them (groups included),
 tables as `a | b` lines, then its speaker notes. Dates, footers and slide numbers repeated from the
 master are left out, and so are charts, SmartArt, comments and the text of images.
+
+A "slot" below is a shape bound to a slot of the slide's layout (its ``p:ph`` element: title, body,
+date, footer, slide number), which is what tells a title from the rest.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ _MC = "http://schemas.openxmlformats.org/markup-compatibility/2006}"
 _SLIDE_RELTYPE = OFFICE_RELS + "slide"
 _NOTES_RELTYPE = OFFICE_RELS + "notesSlide"
 _DEFAULT_MAIN_PART = "ppt/presentation.xml"
-_TITLE_PLACEHOLDERS = frozenset({"title", "ctrTitle"})
-# Placeholders a slide shows from its master on every slide: the same text each time.
-_REPEATED_PLACEHOLDERS = frozenset({"dt", "ftr", "sldNum", "hdr"})
+_TITLE_SLOTS = frozenset({"title", "ctrTitle"})
+# Slots a slide shows from its master on every slide: the same text each time.
+_REPEATED_SLOTS = frozenset({"dt", "ftr", "sldNum", "hdr"})
 
 _PRESENTATION_PLACES: dict[tuple[str, str], str] = {
     ("root", _P + "presentation"): "presentation",
@@ -62,7 +65,7 @@ _SLIDE_PLACES: dict[tuple[str, str], str] = {
     ("tree", _P + "sp"): "shape",
     ("shape", _P + "nvSpPr"): "properties",
     ("properties", _P + "nvPr"): "app properties",
-    ("app properties", _P + "ph"): "placeholder",
+    ("app properties", _P + "ph"): "slot",
     ("shape", _P + "txBody"): "text",
     ("tree", _P + "graphicFrame"): "frame",
     ("frame", _A + "graphic"): "graphic",
@@ -139,7 +142,7 @@ class _PresentationReader(PlaceReader):
 
 
 class _SlideReader(PlaceReader):
-    """The title and the text lines of one slide, or the notes of one (its body placeholder only).
+    """The title and the text lines of one slide, or the notes of one (its body slot only).
 
     Memory holds the text of the slide: its title is written first, wherever its shape comes.
     """
@@ -159,7 +162,7 @@ class _SlideReader(PlaceReader):
 
     @property
     def title(self) -> str:
-        """The text of the slide's title placeholder, on one line ('' when it has none)."""
+        """The text of the slide's title slot, on one line ('' when it has none)."""
         return one_line(" ".join(self._titles))
 
     def opened(self, place: str, parent: str, tag: str, attrs: dict[str, str]) -> None:
@@ -168,10 +171,10 @@ class _SlideReader(PlaceReader):
         elif place == "br":
             self._text.append("\n")
         elif place == "shape":
-            # A shape in notes is read only when it is the notes placeholder (see "placeholder").
+            # A shape in notes is read only when it fills the notes body slot (see "slot").
             self._shape = "skip" if self._notes else "body"
-        elif place == "placeholder":
-            self._shape = self._placeholder_use(attrs.get("type", "obj"))
+        elif place == "slot":
+            self._shape = self._slot_use(attrs.get("type", "obj"))
         elif place == "frame":
             self._shape = "skip" if self._notes else "body"
         elif place == "tc":
@@ -181,12 +184,12 @@ class _SlideReader(PlaceReader):
         elif place == "tr":
             self._row = []
 
-    def _placeholder_use(self, kind: str) -> str:
+    def _slot_use(self, kind: str) -> str:
         if self._notes:
             return "body" if kind == "body" else "skip"
-        if kind in _TITLE_PLACEHOLDERS:
+        if kind in _TITLE_SLOTS:
             return "title"
-        return "skip" if kind in _REPEATED_PLACEHOLDERS else "body"
+        return "skip" if kind in _REPEATED_SLOTS else "body"
 
     def data(self, text: str) -> None:
         if self.places[-1] == "t":
