@@ -24,6 +24,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from benchmarks.report import emit
 from docmill import Config, ingest, search
+from docmill.config import SourceConfig
 
 MODES = ("hybrid", "vector", "text")
 
@@ -72,8 +73,7 @@ def main() -> None:
         store = args.store or Path(tmp) / "store.db"
         db = f"sqlite:///{store.resolve()}"
         base = Config.load(args.config) if args.config else Config()
-        config = base.model_copy(update={"content_sources": Config(
-            content_sources=[{"name": "corpus", "path": str(args.folder)}]).content_sources})
+        config = base.model_copy(update={"content_sources": [SourceConfig(name="corpus", path=str(args.folder))]})
         summary = ingest(config, db=db)
         result = {"benchmark": "retrieval", "folder": str(args.folder), "documents": summary.counts,
                   "chunks": summary.chunks, "questions": len(questions), "k": args.k,

@@ -555,16 +555,15 @@ class Pipeline:
             if ok:
                 self.stats.chunks_written += len(result.chunks)
                 if not result.chunks:
-                    self._no_text(doc, flight.prepared)
+                    self._no_text(doc, result.metadata.get("note"))
             self._finish(doc, ok, "done")
             self._drop(doc.lease_token)
             with self._stats_lock:
                 self.stats.doc_seconds.append(round(now - flight.claimed_at, 6))
 
-    def _no_text(self, doc: ClaimedDocument, prepared: _Prepared | None) -> None:
-        """Count a document stored without chunks, and say why where the parser knows."""
+    def _no_text(self, doc: ClaimedDocument, note: str | None) -> None:
+        """Count a document stored without chunks, with the parser's note on why where it left one."""
         self.stats.no_text += 1
-        note = prepared.parsed.metadata.get("note") if prepared else None
         if len(self.stats.no_text_named) < NAMED_NO_TEXT:
             self.stats.no_text_named.append(f"{doc.uri}: {note}" if note else doc.uri)
 

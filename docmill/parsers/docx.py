@@ -30,7 +30,7 @@ from docmill.parsers.package import (
     read_package,
     target_of,
 )
-from docmill.parsers.text import SectionWriter
+from docmill.parsers.text import SectionWriter, one_line
 
 MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
@@ -234,7 +234,7 @@ class _BodyReader:
             self.title_paragraph = self.title_paragraph or text
         elif kind == "heading":
             self.first_heading = self.first_heading or text
-            self.writer.heading(level, " ".join(text.split()))
+            self.writer.heading(level, one_line(text))
         elif kind == "bullet":
             self.writer.add(f"- {text}")
         else:
@@ -246,7 +246,7 @@ class _BodyReader:
         if self._merge is not None and self._merge != "restart":
             text = self._above.get(self._column, "")
         else:
-            text = " ".join(" ".join(self._cell).split())
+            text = one_line(" ".join(self._cell))
         self._row_by_column[self._column] = text
         self._row.append(text)
         self._column += self._span

@@ -8,7 +8,6 @@ book whose text is encrypted (DRM) is refused as corrupt: its bytes are not text
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -16,7 +15,7 @@ from docmill.errors import DocumentTooLargeError
 from docmill.models import ParsedDocument, Section
 from docmill.parsers import html
 from docmill.parsers.detect import file_stem
-from docmill.parsers.package import DC, MAX_EXPANDED_BYTES, MAX_MEMBERS, CoreReader, Package, read_package
+from docmill.parsers.package import DC, MAX_EXPANDED_BYTES, MAX_MEMBERS, CoreReader, Package, read_package, resolve
 
 MIME = "application/epub+zip"
 
@@ -94,9 +93,9 @@ def _package_document(package: Package) -> str:
 
 
 def _member(opf_part: str, href: str) -> str:
-    """The package member a manifest href names: a URL relative to the package document."""
-    path = unquote(urlsplit(href).path)
-    return posixpath.normpath(posixpath.join(posixpath.dirname(opf_part), path))
+    """The package member a manifest href names: a URL (fragment and escapes dropped) relative to the
+    package document."""
+    return resolve(opf_part, unquote(urlsplit(href).path))
 
 
 def _encrypted_parts(package: Package) -> frozenset[str]:

@@ -12,8 +12,7 @@ from typing import Any
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
 from docmill.parsers.package import MAX_EXPANDED_BYTES, CoreReader, Package, number, read_package
-from docmill.parsers.tabular import one_line
-from docmill.parsers.text import SectionWriter
+from docmill.parsers.text import SectionWriter, one_line
 
 MIME = "application/vnd.oasis.opendocument.text"
 

@@ -29,8 +29,7 @@ from docmill.parsers.package import (
     target_of,
     targets_by_id,
 )
-from docmill.parsers.tabular import one_line
-from docmill.parsers.text import SectionWriter
+from docmill.parsers.text import SectionWriter, one_line
 
 MIME = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 

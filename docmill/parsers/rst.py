@@ -13,7 +13,7 @@ import string
 
 from docmill.models import ParsedDocument
 from docmill.parsers.detect import file_stem
-from docmill.parsers.text import SectionWriter, decode_text, first_line, normalize_newlines
+from docmill.parsers.text import SectionWriter, decode_text, first_line, normalize_newlines, one_line
 
 MIME = "text/x-rst"
 
@@ -46,9 +46,9 @@ def parse(data: bytes, name: str) -> ParsedDocument:
         title = title or heading
         i += used
     writer.flush()
-    body = "\n".join(section.text for section in writer.sections)
-    return ParsedDocument(title=title or first_line(body) or file_stem(name), sections=writer.sections,
-                          mime=MIME, metadata={"encoding": encoding})
+    if title is None:
+        title = first_line("\n".join(section.text for section in writer.sections)) or file_stem(name)
+    return ParsedDocument(title=title, sections=writer.sections, mime=MIME, metadata={"encoding": encoding})
 
 
 def _title_at(lines: list[str], i: int) -> tuple[tuple[bool, str], str, int] | None:
@@ -59,7 +59,7 @@ def _title_at(lines: list[str], i: int) -> tuple[tuple[bool, str], str, int] | N
     if rule and i + 2 < len(lines) and _rule(lines[i + 2]) == rule:
         heading = lines[i + 1].strip()  # an overlined title may be inset
         if heading and not _rule(heading) and len(heading) <= _MAX_TITLE_CHARS:
-            return (True, rule), " ".join(heading.split()), 3
+            return (True, rule), one_line(heading), 3
         return None
     line = lines[i]
     heading = line.strip()
@@ -69,7 +69,7 @@ def _title_at(lines: list[str], i: int) -> tuple[tuple[bool, str], str, int] | N
     under = _rule(lines[i + 1])
     if not under:
         return None
-    return (False, under), " ".join(heading.split()), 2
+    return (False, under), one_line(heading), 2
 
 
 def _rule(line: str) -> str:

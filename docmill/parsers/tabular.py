@@ -11,7 +11,7 @@ from typing import Any
 from docmill.errors import CorruptDocumentError
 from docmill.models import ParsedDocument, Section
 from docmill.parsers.detect import extension, file_stem
-from docmill.parsers.text import decode_text, normalize_newlines
+from docmill.parsers.text import decode_text, normalize_newlines, one_line
 
 CSV_MIME = "text/csv"
 TSV_MIME = "text/tab-separated-values"
@@ -156,11 +156,6 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False)
-
-
-def one_line(value: str) -> str:
-    """``value`` on one line, its runs of whitespace made single spaces."""
-    return " ".join(value.split())
 
 
 def _render_row(header: list[str], row: list[str]) -> str:

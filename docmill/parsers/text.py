@@ -99,6 +99,11 @@ def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def one_line(value: str) -> str:
+    """``value`` on one line, its runs of whitespace made single spaces."""
+    return " ".join(value.split())
+
+
 def first_line(text: str) -> str | None:
     """First non-empty line, trimmed, or None."""
     for line in text.splitlines():
@@ -181,4 +186,4 @@ _MAN_NAME = re.compile(r"^NAME[ \t]*\n[ \t]+(\S[^\n]{0,200})", re.MULTILINE)
 def _man_page_name(body: str) -> str | None:
     """The ``git-stash - Stash the changes…`` line of a man page, else None."""
     found = _MAN_NAME.search(body, 0, 2000)
-    return " ".join(found.group(1).split()) if found else None
+    return one_line(found.group(1)) if found else None

@@ -31,8 +31,8 @@ from docmill.parsers.package import (
     target_of,
     targets_by_id,
 )
-from docmill.parsers.tabular import ROWS_PER_SECTION, one_line
-from docmill.parsers.text import SectionWriter
+from docmill.parsers.tabular import ROWS_PER_SECTION
+from docmill.parsers.text import SectionWriter, one_line
 
 MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 

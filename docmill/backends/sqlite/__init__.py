@@ -129,12 +129,16 @@ class SQLiteBackend:
             raise
         return conn
 
+    @property
+    def _wal(self) -> Path:
+        """The store's write-ahead log file."""
+        return self.path.with_name(self.path.name + "-wal")
+
     def _readable_as_is(self) -> bool:
         """True when no other process has writes pending in the store's WAL (reading the file alone
         then sees all of it)."""
-        wal = self.path.with_name(self.path.name + "-wal")
         try:
-            return wal.stat().st_size == 0
+            return self._wal.stat().st_size == 0
         except FileNotFoundError:
             return True
         except OSError:
@@ -147,7 +151,7 @@ class SQLiteBackend:
         if cannot_open and self.path.is_file() and not os.access(self.path.parent, os.W_OK):
             problem = _READ_ONLY  # SQLite says only that it cannot open the file: it cannot make the WAL's index
         if problem is not None:
-            if self.path.with_name(self.path.name + "-wal").exists():
+            if self._wal.exists():
                 problem += " (a WAL file beside it holds another process's writes: it cannot be read as it stands)"
             return StoreError(f"cannot use the SQLite store {self.path}: {problem}")
         if isinstance(exc, OSError) or cannot_open:
