@@ -1,7 +1,8 @@
 """docmill next to LlamaIndex's IngestionPipeline: same corpus, same model, same run.
 
     pip install -e '.[bench]'          # llama-index-core, llama-index-embeddings-fastembed, fastembed
-    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--rounds 3] [--quantize] [--output FILE]
+    python benchmarks/peers.py [--documents 200 [--pdf] | --folder DIR] [--rounds 3]
+        [--quantize | --precision bfloat16] [--runtime R] [--output FILE]
 
 LlamaIndex: SimpleDirectoryReader → IngestionPipeline(SentenceSplitter(200 tokens, 32 overlap),
 FastEmbedEmbedding) with an in-memory SimpleDocumentStore (so its re-run skips unchanged documents).
@@ -22,7 +23,9 @@ any application calling it again would) and report the median, after WARMUPS unt
 pypdf), the usual pile of documents, where a re-run that re-reads every file costs the most.
 Both timings include loading the model. Prints JSON with docs/s, chunks/s and the ratios.
 ``--quantize`` runs docmill with ``embedding.quantize: true`` (int8 arithmetic; LlamaIndex stays on the
-float model, so the two no longer compute the same vectors: a figure for that option, not like for like).
+float model, so the two no longer compute the same vectors: a figure for that option, not like for like);
+``--precision bfloat16`` likewise, though its vectors stay within cosine 0.9999 of float32's. ``--runtime``
+picks docmill's engine (default auto: OpenVINO where installed, as a user gets it).
 """
 
 from __future__ import annotations
@@ -167,6 +170,10 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="compare on this folder instead of a generated corpus")
     parser.add_argument("--rounds", type=int, default=3, help="first runs per side; the median is reported")
     parser.add_argument("--quantize", action="store_true", help="docmill with embedding.quantize (int8)")
+    parser.add_argument("--runtime", choices=["auto", "openvino", "onnxruntime"], default="auto",
+                        help="docmill's engine for the local model")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="docmill on OpenVINO in bfloat16 (LlamaIndex stays float32)")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -180,14 +187,16 @@ def main() -> None:
         else:
             folder = write_corpus(Path(tmp) / "corpus", args.documents)
         documents = sum(1 for p in folder.rglob("*") if p.is_file())
-        config = Config(embedding={"quantize": args.quantize})
+        config = Config(embedding={"quantize": args.quantize, "runtime": args.runtime,
+                                   "precision": args.precision})
         runs = compare(folder, Path(tmp), documents, threads, args.rounds, config)
     docmill, llama = runs["docmill"], runs["llamaindex"]
     result = {
         "benchmark": "peers",
         "corpus": str(args.folder) if args.folder else "generated " + ("PDF" if args.pdf else "Markdown"),
         "documents": documents, "model": "all-MiniLM-L6-v2 int8 ONNX, both sides", "rounds": args.rounds,
-        "docmill_quantize": args.quantize,
+        "docmill_quantize": args.quantize, "docmill_runtime": config.embedding.local_runtime(),
+        "docmill_precision": args.precision,
         "docmill": docmill, "llamaindex_ingestion_pipeline": llama,
         "ratio_first_run": round(llama["first"]["seconds"] / docmill["first"]["seconds"], 2),
         "ratio_rerun": round(llama["rerun"]["seconds"] / docmill["rerun"]["seconds"], 1),

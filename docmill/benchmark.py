@@ -140,6 +140,9 @@ def benchmark(config: Config, *, documents: int = 200, folder: Path | None = Non
             "provider": config.embedding.provider, "model": config.embedding.model,
             "batch_size": config.embedding.batch_size, "workers": runs,
         }
+        if config.embedding.provider == "local":
+            result["runtime"] = config.embedding.local_runtime()
+            result["precision"] = config.embedding.precision
         base = runs[str(workers[0])]
         result["scaling"] = {n: {"docs_per_sec": r["docs_per_sec"],
                                  "speedup": round(r["docs_per_sec"] / base["docs_per_sec"], 2)
