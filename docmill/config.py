@@ -116,7 +116,8 @@ class EmbeddingConfig(_Section):
         "local", description="local = packaged all-MiniLM-L6-v2 ONNX, works offline")
     model: str = Field("all-MiniLM-L6-v2", description="model name for the provider")
     batch_size: int = Field(8, ge=1, le=2048, description="chunks per model call or HTTP request (local model: "
-                            "8 on OpenVINO, 1 on onnxruntime, unless set)")
+                            f"{LOCAL_BATCH_SIZE['openvino']} on OpenVINO, {LOCAL_BATCH_SIZE['onnxruntime']} "
+                            "on onnxruntime, unless set)")
     max_sequence_length: int = Field(256, ge=16, le=8192, description="tokens the model sees; longer is cut")
     dimensions: int | None = Field(None, ge=1, description="vector size; taken from the model when unset")
     threads: int | None = Field(None, ge=1, description="CPU threads per worker for local models")

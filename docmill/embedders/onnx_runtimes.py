@@ -28,8 +28,6 @@ class ModelRunner(Protocol):
     """Runs the ONNX model on one batch; safe to call from several threads at once."""
 
     input_names: frozenset[str]
-    #: Which engine this is, as ``embedding.runtime`` names it.
-    runtime: str
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The model's ``last_hidden_state`` for ``feeds`` (one array per model input)."""
@@ -38,8 +36,6 @@ class ModelRunner(Protocol):
 
 class OnnxRuntimeRunner:
     """One shared onnxruntime session, each call single-threaded (the lanes are the parallelism)."""
-
-    runtime = "onnxruntime"
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort  # here, so that config validation can ask openvino_installed() cheaply
@@ -77,8 +73,6 @@ class OpenVinoRunner:
     call borrows a free request, and gets the outputs copied, so the request can serve the next one.
     """
 
-    runtime = "openvino"
-
     def __init__(self, path: Path, lanes: int, precision: str) -> None:
         try:
             import openvino as ov
@@ -106,11 +100,10 @@ class OpenVinoRunner:
             "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
         }
         try:
-            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", properties)
+            self._compiled = core.compile_model(str(path), "CPU", properties)
         except RuntimeError as exc:
             raise ConfigError(f"embedding.runtime openvino cannot compile {path}: {str(exc)[:300]}; "
                               "set embedding.runtime: onnxruntime") from exc
-        self.precision = "bfloat16" if hint == "bf16" else "float32"
         self.input_names = frozenset(port.get_any_name() for port in self._compiled.inputs)
         self._output = self._compiled.output(OUTPUT)
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
