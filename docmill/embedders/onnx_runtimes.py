@@ -109,6 +109,10 @@ class OpenVinoRunner:
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(lanes):
             self._requests.put(self._compiled.create_infer_request())
+        # The bindings set up a static on their first infer while holding the GIL, and wait for the GIL
+        # inside it: two lanes making the first call together deadlocked (2 in 10 starts, here). One
+        # call on this thread sets it up before any lane can race.
+        self.run({name: np.zeros((1, 1), dtype=np.int64) for name in self.input_names})
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """``last_hidden_state`` of one batch, on a free infer request."""
