@@ -141,7 +141,7 @@ def benchmark(config: Config, *, documents: int = 200, folder: Path | None = Non
             "batch_size": config.embedding.batch_size, "workers": runs,
         }
         if config.embedding.provider == "local":
-            result["runtime"] = config.embedding.local_runtime()
+            result["runtime"] = config.embedding.runtime
             result["precision"] = config.embedding.precision
         base = runs[str(workers[0])]
         result["scaling"] = {n: {"docs_per_sec": r["docs_per_sec"],

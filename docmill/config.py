@@ -133,12 +133,12 @@ class EmbeddingConfig(_Section):
     rate_limit_burst: float = Field(5.0, gt=0, le=60, description="seconds of the rate limit one burst may use")
     quantize: bool = Field(False, description="local: int8 arithmetic, ~1.6x faster on CPU; vectors ~0.99 cosine "
                            "to the float model's, so a search may rank chunks differently")
-    runtime: Literal["auto", "openvino", "onnxruntime"] = Field(
-        "auto", description="local: the engine running the model; auto = OpenVINO where installed (x86-64, "
-        "ARM64), onnxruntime for quantize and elsewhere")
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="local: the engine running the model; openvino needs the openvino extra "
+        "(x86-64, ARM64) and pays off with precision bfloat16")
     precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="local on OpenVINO: bfloat16 is ~1.7x faster on CPUs with bfloat16 arithmetic, "
-        "vectors within cosine 0.9999 of float32's")
+        "float32", description="local on OpenVINO: bfloat16 is ~1.4x faster end to end on CPUs with bfloat16 "
+        "arithmetic, vectors within cosine 0.9999 of float32's")
 
     @model_validator(mode="after")
     def _local_batch(self) -> EmbeddingConfig:
@@ -147,30 +147,22 @@ class EmbeddingConfig(_Section):
         # lower, as its working memory grows with the rows of a run. OpenVINO gains with rows:
         # 178, 199 and 211 chunks/s at 1, 4 and 8 rows on real chunks, little more at 16.
         if self.provider == "local" and "batch_size" not in self.model_fields_set:
-            self.batch_size = LOCAL_BATCH_SIZE[self.local_runtime()]
+            self.batch_size = LOCAL_BATCH_SIZE[self.runtime]
         return self
 
     @model_validator(mode="after")
     def _local_only(self) -> EmbeddingConfig:
-        for key, value, default in (("quantize", self.quantize, False), ("runtime", self.runtime, "auto"),
+        for key, value, default in (("quantize", self.quantize, False), ("runtime", self.runtime, "onnxruntime"),
                                     ("precision", self.precision, "float32")):
             if value != default and self.provider != "local":
                 raise ValueError(f"embedding.{key} applies to provider 'local' only, not {self.provider!r}")
         if self.quantize and self.runtime == "openvino":
             # Measured: OpenVINO runs onnxruntime's int8 graph at 0.57x the float model's speed.
-            raise ValueError("embedding.quantize runs on onnxruntime; set embedding.runtime to auto or onnxruntime")
-        if self.precision == "bfloat16" and self.local_runtime() != "openvino":
+            raise ValueError("embedding.quantize runs on onnxruntime; remove embedding.runtime openvino")
+        if self.precision == "bfloat16" and self.runtime != "openvino":
             raise ValueError("embedding.precision bfloat16 needs embedding.runtime openvino "
-                             "(pip install openvino), and no quantize")
+                             "(pip install 'docmill[openvino]')")
         return self
-
-    def local_runtime(self) -> str:
-        """The engine the local model runs on: ``runtime``, with auto resolved for this machine."""
-        if self.runtime != "auto":
-            return self.runtime
-        from docmill.embedders.onnx_runtimes import openvino_installed
-
-        return "openvino" if openvino_installed() and not self.quantize else "onnxruntime"
 
     def identity(self) -> dict[str, Any]:
         """The settings that change the vectors (go into the run id)."""

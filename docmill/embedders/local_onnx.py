@@ -243,7 +243,7 @@ class LocalOnnxEmbedder:
         self._encoder.enable_truncation(max_length=self.max_tokens)
         self._pad_id = self._encoder.token_to_id("[PAD]") or 0
 
-        self.runtime = cfg.local_runtime()
+        self.runtime = cfg.runtime
         self._runner = self._load(onnx_path, cfg.precision)
 
     def _load(self, source: Path, precision: str) -> ModelRunner:

@@ -1,11 +1,11 @@
-"""The engines that run the local ONNX model: onnxruntime, and OpenVINO where it is installed.
+"""The engines that run the local ONNX model: onnxruntime by default, or OpenVINO (the openvino extra).
 
 Both run one padded batch of token ids and return the model's ``last_hidden_state``; pooling,
 tokenising and the lanes that call them concurrently stay in ``local_onnx``. Measured on this
-project's 2-core machine, all-MiniLM-L6-v2 on 800 real chunks, two lanes: OpenVINO's float32 CPU
-plugin is 1.1-1.3x faster than onnxruntime (on onnxruntime's best graph) with the same vectors
-(largest difference 2.6e-7), and holds the model in half the memory; its bfloat16 mode is 1.7-2.2x
-faster, on CPUs that compute in bfloat16, with vectors within cosine 0.99996.
+project's 2-core machine (``docmill benchmark --documents 200``): OpenVINO in float32 gives
+onnxruntime's vectors (largest difference 2.6e-7) only 1.11x faster end to end, at 443 MB peak
+instead of 255 MB; in bfloat16, on CPUs with that arithmetic, 1.36x at 362 MB, with vectors within
+cosine 0.99996. Hence onnxruntime by default, OpenVINO as the opt-in for bfloat16.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import onnxruntime as ort
 
 from docmill.errors import ConfigError
 
@@ -38,8 +39,6 @@ class OnnxRuntimeRunner:
     """One shared onnxruntime session, each call single-threaded (the lanes are the parallelism)."""
 
     def __init__(self, path: Path) -> None:
-        import onnxruntime as ort  # here, so that config validation can ask openvino_installed() cheaply
-
         options = ort.SessionOptions()
         # One thread per run, and one operator at a time: the parallelism is in the lanes.
         options.intra_op_num_threads = 1
@@ -59,13 +58,6 @@ class OnnxRuntimeRunner:
         return hidden
 
 
-def openvino_installed() -> bool:
-    """Whether the openvino package can be imported here (it has wheels for x86-64 and ARM64 only)."""
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None
-
-
 class OpenVinoRunner:
     """The model compiled by OpenVINO's CPU plugin with one stream and one infer request per lane.
 
@@ -78,7 +70,7 @@ class OpenVinoRunner:
             import openvino as ov
         except ImportError as exc:
             raise ConfigError(f"embedding.runtime openvino: cannot import openvino ({exc}); install it with "
-                              "pip install openvino, or set embedding.runtime: onnxruntime") from None
+                              "pip install 'docmill[openvino]', or set embedding.runtime: onnxruntime") from None
 
         core = ov.Core()
         hint = "f32"

@@ -235,5 +235,5 @@ def test_presets_fill_only_the_keys_not_given() -> None:
     assert cfg.workers.max_inflight_chunks == 2048 and cfg.embedding.batch_size == 128
     local = Config(workers={"preset": "standard"})
     # the CPU model keeps its measured best batch
-    assert local.embedding.batch_size == LOCAL_BATCH_SIZE[local.embedding.local_runtime()]
+    assert local.embedding.batch_size == LOCAL_BATCH_SIZE[local.embedding.runtime]
     assert Config(**local.model_dump(mode="json")).workers.prepare_threads == local.workers.prepare_threads
