@@ -152,9 +152,8 @@ class EmbeddingConfig(_Section):
 
     @model_validator(mode="after")
     def _local_only(self) -> EmbeddingConfig:
-        for key, value, default in (("quantize", self.quantize, False), ("runtime", self.runtime, "onnxruntime"),
-                                    ("precision", self.precision, "float32")):
-            if value != default and self.provider != "local":
+        for key in ("quantize", "runtime", "precision"):
+            if getattr(self, key) != type(self).model_fields[key].default and self.provider != "local":
                 raise ValueError(f"embedding.{key} applies to provider 'local' only, not {self.provider!r}")
         if self.quantize and self.runtime == "openvino":
             # Measured: OpenVINO runs onnxruntime's int8 graph at 0.57x the float model's speed.

