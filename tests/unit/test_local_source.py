@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from docmill.config import SourceConfig
-from docmill.errors import SourceError
+from docmill.errors import DocumentTooLargeError, SourceError
 from docmill.sources.local import LocalSource, matches
 
 
@@ -152,3 +152,22 @@ def test_fifos_devices_and_broken_links_inside_are_named_and_never_read(tmp_path
         assert _keys(tmp_path) == ["a.md"]
     skipped = sorted(Path(r.args[0]).name for r in caplog.records)  # type: ignore[index, arg-type]
     assert skipped == ["dangling.md", "pipe.md", "zero.md"]
+
+
+@pytest.mark.parametrize(("grown_to", "too_large"), [(3000, False), (5000, True)])
+def test_a_file_that_grows_after_its_stat_is_read_whole_or_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   grown_to: int, too_large: bool) -> None:
+    """fetch reads as many bytes as the stat promised; a file appended to since is read on, up to the limit."""
+    path = tmp_path / "log.txt"
+    path.write_bytes(b"a" * 1000)
+    before = path.stat()
+    with path.open("ab") as fh:  # another process appends between fetch's stat and its read
+        fh.write(b"b" * (grown_to - 1000))
+    real_stat = Path.stat
+    monkeypatch.setattr(Path, "stat", lambda self, **kw: before if self == path else real_stat(self, **kw))
+    source = LocalSource(SourceConfig(name="s", path=str(tmp_path), max_file_size=4000))
+    if too_large:
+        with pytest.raises(DocumentTooLargeError, match="grew past max_file_size"):
+            source.fetch("log.txt")
+    else:
+        assert source.fetch("log.txt") == b"a" * 1000 + b"b" * (grown_to - 1000)
