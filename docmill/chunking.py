@@ -20,6 +20,7 @@ import tokenizers
 from semantic_text_splitter import MarkdownSplitter, TextSplitter
 
 from docmill.config import ChunkingConfig
+from docmill.embedders.base import untruncated_copy
 from docmill.models import Chunk, ParsedDocument, Section
 
 SECTION_SEPARATOR = "\n\n"
@@ -96,12 +97,11 @@ class Chunker:
         if self._input_budget < 4:
             raise ValueError(f"max_model_tokens {max_model_tokens} leaves no room for text")
         self._max_prefix_tokens = self._input_budget // MAX_PREFIX_SHARE
-        self._tokenizer: tokenizers.Tokenizer | None = None
-        if tokenizer is not None:
+        self._tokenizer = tokenizer
+        if tokenizer is not None and (tokenizer.truncation is not None or tokenizer.padding is not None):
             # A copy: the caller's tokenizer may be the embedder's own, which must keep truncating.
-            self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer.to_str())
-            self._tokenizer.no_truncation()
-            self._tokenizer.no_padding()
+            # (Embedders hand out an untruncated one already, used as it is: a copy costs ~20 ms.)
+            self._tokenizer = untruncated_copy(tokenizer)
         # Building a splitter from a tokenizer costs ~30 ms; sections share a handful of capacities.
         self._splitters: dict[tuple[bool, int, int, int | None], _Splitter] = {}
         self._prefixes: dict[tuple[str, ...], tuple[str, int]] = {}

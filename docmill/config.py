@@ -105,19 +105,14 @@ class SourceConfig(_Section):
                 "max_file_size": self.max_file_size}
 
 
-#: The local model's batch per engine when the config sets none (see EmbeddingConfig._local_batch).
-LOCAL_BATCH_SIZE = {"onnxruntime": 1, "openvino": 8}
-
-
 class EmbeddingConfig(_Section):
     """Which model turns chunks into vectors, and how fast it may be called."""
 
     provider: Literal["local", "fastembed", "sentence_transformers", "openai"] = Field(
         "local", description="local = packaged all-MiniLM-L6-v2 ONNX, works offline")
     model: str = Field("all-MiniLM-L6-v2", description="model name for the provider")
-    batch_size: int = Field(8, ge=1, le=2048, description="chunks per model call or HTTP request (local model: "
-                            f"{LOCAL_BATCH_SIZE['openvino']} on OpenVINO, {LOCAL_BATCH_SIZE['onnxruntime']} "
-                            "on onnxruntime, unless set)")
+    batch_size: int = Field(8, ge=1, le=2048, description="chunks per HTTP request or model run (local model on "
+                            "onnxruntime: at most, and fewer where they would pass 256 tokens)")
     max_sequence_length: int = Field(256, ge=16, le=8192, description="tokens the model sees; longer is cut")
     dimensions: int | None = Field(None, ge=1, description="vector size; taken from the model when unset")
     threads: int | None = Field(None, ge=1, description="CPU threads per worker for local models")
@@ -139,16 +134,6 @@ class EmbeddingConfig(_Section):
     precision: Literal["float32", "bfloat16"] = Field(
         "float32", description="local on OpenVINO: bfloat16 is ~1.4x faster end to end on CPUs with bfloat16 "
         "arithmetic, vectors within cosine 0.9999 of float32's")
-
-    @model_validator(mode="after")
-    def _local_batch(self) -> EmbeddingConfig:
-        # Measured on the local model, one run per lane. onnxruntime: one row per run beats four
-        # (19 vs 16.5 chunks/s on one lane, 31 vs 27 full-size chunks/s on two) and peaks ~80 MB
-        # lower, as its working memory grows with the rows of a run. OpenVINO gains with rows:
-        # 178, 199 and 211 chunks/s at 1, 4 and 8 rows on real chunks, little more at 16.
-        if self.provider == "local" and "batch_size" not in self.model_fields_set:
-            self.batch_size = LOCAL_BATCH_SIZE[self.runtime]
-        return self
 
     @model_validator(mode="after")
     def _local_only(self) -> EmbeddingConfig:

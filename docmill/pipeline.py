@@ -6,7 +6,8 @@ Their chunks join one queue of texts to embed; the coordinator (the worker's own
 queue into embedding batches that **span documents** and claim batches alike: a batch goes out
 when it holds ``batch_size`` texts (×8 and at least 32 for the local model, which sorts them by
 length inside the call and spreads them over its lanes), or when its oldest text has waited
-``embedding.max_batch_wait`` ms, or at once when no more text is coming. A huge document streams
+``embedding.max_batch_wait`` ms, or at once when no more text is coming or (local model) when the
+model has nothing to do, which waiting would only prolong. A huge document streams
 through as many batches as it needs. Up to ``max_concurrency`` batches are in flight (HTTP
 providers; the local model runs one call at a time, with the next one queued so it never idles).
 Identical texts are embedded once: vectors come from the store's cache, or from a batch already in
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tokenizers
 
 from docmill.backends.base import Backend, ClaimedDocument, DocumentResult
 from docmill.backends.common import backoff_delay
@@ -175,6 +177,8 @@ class Pipeline:
         self._stats_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._embedder: Embedder | None = None
+        self._tokenizer: tokenizers.Tokenizer | None = None
+        self._tokenizer_lock = threading.Lock()
         self._chunkers = threading.local()
         self._events: queue.Queue[tuple[str, Any, Future[Any]]] = queue.Queue()
         self._prepare_pool: ThreadPoolExecutor | None = None
@@ -210,16 +214,25 @@ class Pipeline:
         """This thread's chunker (one per thread: the splitter is not shared across threads)."""
         chunker = getattr(self._chunkers, "chunker", None)
         if chunker is None:
-            chunker = Chunker(self.config.chunking, self.embedder.tokenizer(), self.embedder.max_tokens)
+            embedder = self.embedder
+            with self._tokenizer_lock:
+                # One copy for all threads (tokenizers encode concurrently): each copy costs ~20 ms.
+                if self._tokenizer is None:
+                    self._tokenizer = embedder.tokenizer()
+            chunker = Chunker(self.config.chunking, self._tokenizer, embedder.max_tokens)
             self._chunkers.chunker = chunker
         return chunker
 
     def _concurrency(self) -> int:
         return max(1, int(getattr(self.embedder, "max_concurrency", 1) or 1))
 
+    def _remote(self) -> bool:
+        """True for an HTTP embedder (it declares its own concurrency); False for a model in this process."""
+        return hasattr(self.embedder, "max_concurrency")
+
     def _batch_texts(self) -> int:
         size = self.config.embedding.batch_size
-        return size if hasattr(self.embedder, "max_concurrency") else max(LOCAL_CALL_TEXTS, size * LOCAL_GROUP)
+        return size if self._remote() else max(LOCAL_CALL_TEXTS, size * LOCAL_GROUP)
 
     def _limiter_for(self) -> RateLimiter | None:
         if self._limiter is None and hasattr(self.embedder, "limit_key"):
@@ -451,7 +464,10 @@ class Pipeline:
                 # budget is spent so nothing more will be claimed: waiting would only idle the embedder.
                 starved = (not self._more_coming and not self._preparing) or \
                     self._held_chunks >= self.config.workers.max_inflight_chunks
-                if not (full or overdue or starved):
+                # A local model with no call running is a CPU left idle (a first batch would wait for
+                # a whole call's texts, ~0.1 s at start); an HTTP batch waits, as requests count.
+                idle = not self._in_flight_batches and not self._remote()
+                if not (full or overdue or starved or idle):
                     return
                 batch = _Batch([self._pending.popleft() for _ in range(min(size, len(self._pending)))])
                 batch.items = [(h, t) for h, t in batch.items if self._waiters.get(h)]

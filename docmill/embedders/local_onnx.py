@@ -205,7 +205,8 @@ class LocalOnnxEmbedder:
 
     The model runs on ``threads`` lanes: each lane is a single-threaded run of the one shared
     model (both engines run concurrent calls in parallel, without the GIL; see ``onnx_runtimes``),
-    and the lanes take the texts of one ``embed`` call ``batch_size`` at a time, longest first.
+    and the lanes take the texts of one ``embed`` call a batch at a time, longest first: ``batch_size``
+    texts, fewer on onnxruntime where that many would exceed its tokens per run (see ``onnx_runtimes``).
     Measured with onnxruntime on 2 cores, against one run of 2 intra-op threads at a time: 31 vs 23
     full-size chunks/s and 39 vs 31 on short ones, with ~50 MB less memory (a small BERT's operators
     are too small to split across threads, and a row of padding costs as much as a row of text).
@@ -287,7 +288,7 @@ class LocalOnnxEmbedder:
         # Stable sort, so equal-length texts keep their order and results are reproducible; longest
         # first, so the lanes end a call on short texts and finish it nearly together.
         order = np.argsort(-lengths, kind="stable")
-        groups = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        groups = self._groups(order, lengths)
 
         def run(idx: np.ndarray) -> np.ndarray:
             return self._run_batch([encodings[i] for i in idx], int(lengths[idx].max()))
@@ -296,6 +297,20 @@ class LocalOnnxEmbedder:
         for idx, vectors in zip(groups, runs, strict=True):
             out[idx] = vectors
         return out
+
+    def _groups(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        """``order`` (longest first) cut into model runs: at most ``batch_size`` rows each, and no
+        more rows than the runner's ``tokens_per_run`` holds at the run's longest text (one at least)."""
+        budget = self._runner.tokens_per_run
+        groups: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            rows = self.batch_size
+            if budget is not None:
+                rows = max(1, min(rows, budget // max(1, int(lengths[order[start]]))))
+            groups.append(order[start:start + rows])
+            start += rows
+        return groups
 
     def _run_batch(self, encodings: list[tokenizers.Encoding], width: int) -> np.ndarray:
         """Pad one batch to ``width`` tokens, run the model, mean-pool and normalise."""

@@ -17,7 +17,7 @@ import pytest
 from docmill import ingest
 from docmill.backends import open_backend
 from docmill.backends.base import Backend
-from docmill.config import LOCAL_BATCH_SIZE, Config
+from docmill.config import Config, EmbeddingConfig
 from docmill.embedders import create_embedder
 from docmill.errors import PermanentError, RateLimitedError, TransientError
 from docmill.ratelimit import RateLimiter
@@ -234,6 +234,6 @@ def test_presets_fill_only_the_keys_not_given() -> None:
     assert cfg.workers.claim_batch_size == 3 and cfg.embedding.max_concurrency == 2  # explicit keys win
     assert cfg.workers.max_inflight_chunks == 2048 and cfg.embedding.batch_size == 128
     local = Config(workers={"preset": "standard"})
-    # the CPU model keeps its measured best batch
-    assert local.embedding.batch_size == LOCAL_BATCH_SIZE[local.embedding.runtime]
+    # the CPU model keeps its measured best batch: the presets' batch sizes are for HTTP requests
+    assert local.embedding.batch_size == EmbeddingConfig.model_fields["batch_size"].default
     assert Config(**local.model_dump(mode="json")).workers.prepare_threads == local.workers.prepare_threads
