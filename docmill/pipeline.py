@@ -9,7 +9,8 @@ length inside the call and spreads them over its lanes), or when its oldest text
 ``embedding.max_batch_wait`` ms, or at once when no more text is coming or (local model) when the
 model has nothing to do, which waiting would only prolong. A huge document streams
 through as many batches as it needs. Up to ``max_concurrency`` batches are in flight (HTTP
-providers; the local model runs one call at a time, with the next one queued so it never idles).
+providers; the packaged model runs two calls at once, so one call's last texts never leave a lane
+idle, and other local models one), with one more queued so the embedder never idles.
 Identical texts are embedded once: vectors come from the store's cache, or from a batch already in
 flight for another document.
 
@@ -224,7 +225,10 @@ class Pipeline:
         return chunker
 
     def _concurrency(self) -> int:
-        return max(1, int(getattr(self.embedder, "max_concurrency", 1) or 1))
+        """Embedding calls run at once: an HTTP embedder's ``max_concurrency``, a local one's
+        ``parallel_calls`` (1 unless it declares that concurrent calls are safe and pay)."""
+        declared = getattr(self.embedder, "max_concurrency", None) or getattr(self.embedder, "parallel_calls", 1)
+        return max(1, int(declared))
 
     def _remote(self) -> bool:
         """True for an HTTP embedder (it declares its own concurrency); False for a model in this process."""

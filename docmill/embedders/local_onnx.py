@@ -216,6 +216,12 @@ class LocalOnnxEmbedder:
     """
 
     dimension = DIMENSION
+    #: Calls the pipeline may make at once: their batches share the lanes' queue, so a lane that ends
+    #: one call's last batch takes the next call's first instead of idling, and one call tokenizes
+    #: while the other runs. Measured on 2 lanes, 64-text calls: bare, 161 chunks/s one call at a
+    #: time and 164 two at once (as fast as all texts in one call); in the pipeline 5.6 s -> 5.1 s
+    #: for 200 documents.
+    parallel_calls = 2
 
     def __init__(self, cfg: EmbeddingConfig, threads: int | None = None) -> None:
         if cfg.model not in MODEL_ALIASES:
