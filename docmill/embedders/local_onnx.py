@@ -313,7 +313,7 @@ class LocalOnnxEmbedder:
         while start < len(order):
             rows = self.batch_size
             if budget is not None:
-                rows = max(1, min(rows, budget // max(1, int(lengths[order[start]]))))
+                rows = max(1, min(rows, budget // int(lengths[order[start]])))
             groups.append(order[start:start + rows])
             start += rows
         return groups
