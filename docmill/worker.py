@@ -216,7 +216,8 @@ class Worker:
         workers = self.config.workers
         idle = IDLE_MIN
         while not self.stop.is_set():
-            if pipeline.busy() and not pipeline.wants_work():
+            room = pipeline.room()
+            if pipeline.busy() and not room:
                 pipeline.pump(BUSY_WAIT)  # backpressure: at the chunk budget, claim nothing more
                 continue
             run = backend.get_run(self.run_id)
@@ -236,7 +237,7 @@ class Worker:
                 self.breaker.check(pipeline.stats.consecutive_failures, self.stop,
                                    lambda: bool((r := backend.get_run(self.run_id)) and r.shutdown_requested),
                                    workers.poll_interval)
-            wanted = self.limit.take(workers.claim_batch_size)
+            wanted = self.limit.take(min(workers.claim_batch_size, max(1, room)))
             docs = backend.claim(self.run_id, self.worker_id, wanted, workers.claim_timeout, workers.max_retries)
             self.limit.give_back(wanted - len(docs))
             if docs:

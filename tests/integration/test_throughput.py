@@ -145,6 +145,21 @@ def test_backpressure_bounds_the_chunks_a_worker_holds(tmp_path: Path) -> None:
     assert max(r.inputs for r in srv.snapshot()) <= 4
 
 
+def test_a_worker_claims_only_what_fills_its_chunk_budget(tmp_path: Path) -> None:
+    # One request in flight and one ready (4 texts each) is a budget of 16 chunks; a claim of
+    # claim_batch_size (8) documents on top of 15 held would hoard what another worker could embed.
+    with FakeEmbeddingServer(latency=0.05) as srv:
+        cfg = _config(tmp_path, srv, _corpus(tmp_path / "docs", 60), batch_size=4, max_concurrency=1,
+                      workers={"claim_batch_size": 8, "prepare_threads": 1})
+        backend = open_backend(cfg.storage.database_url(), cfg)
+        backend.init_schema()
+        backend.open_run(cfg.run_id(), "{}")
+        backend.close()
+        report = Worker(cfg, cfg.storage.database_url()).run()
+    assert report.stats["done"] == 60
+    assert 4 < report.stats["max_inflight_chunks"] <= 2 * (1 + 1) * 4  # more than one batch, never past the budget
+
+
 def test_a_worker_claims_no_more_than_one_batch_while_its_model_loads(tmp_path: Path, server: FakeEmbeddingServer,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # A killed worker costs every document it holds an attempt: while its model loads (seconds, for
