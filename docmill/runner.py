@@ -215,8 +215,10 @@ def _run_processes(cfg: Config, url: str, n: int, limit: int | None, threads: in
     results = ctx.Queue()
     value = ctx.Value("i", limit) if limit is not None else None
     data = cfg.model_dump(mode="json")
-    procs = [ctx.Process(target=run_worker_process, args=(with_worker_ports(data, i), url, value, threads, results),
-                         name=f"docmill-worker-{i}") for i in range(n)]
+    environ, cwd = dict(os.environ), os.getcwd()
+    procs = [ctx.Process(target=run_worker_process, name=f"docmill-worker-{i}",
+                         args=(with_worker_ports(data, i), url, value, threads, results, environ, cwd))
+             for i in range(n)]
     for p in procs:
         p.start()
 

@@ -351,10 +351,15 @@ def _stats_dict(stats: PipelineStats | None) -> dict[str, Any]:
 
 
 def run_worker_process(config_data: dict[str, Any], db_url: str, limit_value: Any, threads: int,
-                       results: Any) -> None:
-    """Entry point of a spawned worker process: run, then send the report to the parent."""
+                       results: Any, environ: dict[str, str], cwd: str) -> None:
+    """Entry point of a worker process: run, then send the report to the parent."""
     from docmill.observability import setup_logging
 
+    # A worker forked from the fork server starts with the server's environment and folder, as they
+    # were when it started; the ingest that starts this worker may have changed either since.
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
     config = Config(**config_data)
     setup_logging(config.logging)
     worker = Worker(config, db_url, Limit(limit_value), threads=threads)

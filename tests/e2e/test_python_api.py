@@ -128,3 +128,16 @@ def test_a_store_filled_by_the_int8_model_is_searched_with_it(tmp_path: Path, ba
     with pytest.raises(DocmillError, match=r"embedded with local/all-MiniLM-L6-v2 \(it holds local/all-MiniLM-L6-v2 "
                                            r"\(quantize True\)\)"):
         search(question, Config(), db=backend_url)
+
+
+
+def test_worker_processes_see_the_callers_environment_each_time(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Worker processes fork from a server that keeps the environment it started with: a variable the
+    # caller sets later (here where the local model keeps its folded copy) must still reach them.
+    write_good_corpus(tmp_path / "docs")
+    config = Config(content_sources=[{"name": "docs", "path": str(tmp_path / "docs")}])
+    assert ingest(config, db=f"sqlite:///{tmp_path / 'one.db'}", workers=2).exit_code == 0
+    monkeypatch.setenv("DOCMILL_CACHE_DIR", str(tmp_path / "cache"))
+    assert ingest(config, db=f"sqlite:///{tmp_path / 'two.db'}", workers=2).exit_code == 0
+    assert list((tmp_path / "cache").rglob("*.onnx")), "the workers kept their folded model where they were told"
