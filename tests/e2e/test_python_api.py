@@ -130,7 +130,6 @@ def test_a_store_filled_by_the_int8_model_is_searched_with_it(tmp_path: Path, ba
         search(question, Config(), db=backend_url)
 
 
-
 def test_worker_processes_see_the_callers_environment_each_time(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Worker processes fork from a server that keeps the environment it started with: a variable the
