@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from docmill.backends import open_backend
 from docmill.backends.base import Backend, ClaimedDocument, DocumentResult, Relationship
+from docmill.config import Config
 from docmill.errors import StoreError
 from docmill.models import Chunk, DocumentRef
 
@@ -173,6 +175,25 @@ def test_leadership_take_renew_refuse_lapse_release(backend: Backend) -> None:
 
 
 # -- discovery -------------------------------------------------------------------------------
+def test_source_versions_follow_every_write_to_the_store(backend: Backend) -> None:
+    # A process may keep what it read between re-runs; any write, on this connection or another
+    # one (another process), must show in the next listing.
+    backend.open_run(RUN, "{}")
+    backend.upsert_documents(RUN, refs(3), 1)
+    assert backend.source_versions(RUN, "src", 10)["doc00000"][0] == "v1"  # type: ignore[index]
+    assert backend.source_versions(RUN, "src", 10) == backend.stored_versions(RUN, "src", ["doc00000", "doc00001",
+                                                                                          "doc00002"])
+    backend.upsert_documents(RUN, refs(1, version="v2"), 2)
+    assert backend.source_versions(RUN, "src", 10)["doc00000"][0] == "v2"  # type: ignore[index]
+    other = open_backend(backend.url, Config())
+    try:
+        other.upsert_documents(RUN, refs(1, version="v3") + refs(1, start=7), 3)
+    finally:
+        other.close()
+    listing = backend.source_versions(RUN, "src", 10)
+    assert listing is not None and listing["doc00000"][0] == "v3" and "doc00007" in listing
+
+
 def test_upsert_counts_new_changed_unchanged(backend: Backend) -> None:
     backend.open_run(RUN, "{}")
     first = backend.upsert_documents(RUN, refs(5), 1)

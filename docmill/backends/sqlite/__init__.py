@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,14 @@ def _write_problem(exc: sqlite3.OperationalError) -> str | None:
     return None
 
 
+@dataclass
+class _Kept:
+    """What a backend keeps with its connection for the next backend on the file (see connections)."""
+
+    vectors: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None  # search's matrix, by chunk stamp
+    versions: dict[tuple[str, str, int], tuple[tuple[int, ...], Existing | None]] = field(default_factory=dict)
+
+
 class SQLiteBackend:
     """The Backend Protocol on one SQLite file (WAL, ``BEGIN IMMEDIATE`` for every write)."""
 
@@ -90,11 +99,11 @@ class SQLiteBackend:
         if not create and not self.path.is_file():
             raise StoreError(f"no docmill store at {self.path}: run `docmill ingest FOLDER` first, or point --db "
                              "(or storage.path) at the store it filled")
-        self._vector_cache: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None
+        self._kept = _Kept()
         self._closed = False
         self._as_it_stands = False
         if (kept := connections.take(self.path)) is not None:
-            self.conn, self._vector_cache = kept
+            self.conn, self._kept = kept
             return
         try:
             if create:
@@ -210,7 +219,7 @@ class SQLiteBackend:
             if self._as_it_stands:
                 self.conn.close()
             else:
-                connections.give_back(self.path, self.conn, self._vector_cache)
+                connections.give_back(self.path, self.conn, self._kept)
 
     def check_connection_budget(self, config: Config, workers: int) -> None:
         """SQLite has no connection limit: every worker on this machine opens the same file."""
@@ -291,9 +300,18 @@ class SQLiteBackend:
         return existing
 
     def source_versions(self, run_id: str, source: str, limit: int) -> Existing | None:
-        """What the run holds of every document of one source, or None beyond ``limit`` documents."""
-        return within(limit, self.conn.execute(Q["source_versions"],
-                                               {"run_id": run_id, "source": source, "limit": limit + 1}))
+        """What the run holds of every document of one source, or None beyond ``limit`` documents.
+
+        Kept with the connection while nothing wrote to the store: a no-change re-run in the same
+        process reads one row instead of every document's (1,000 of them: ~1 ms of a 7 ms re-run)."""
+        state = (*self.conn.execute(Q["store_state"]).fetchone(), self.conn.total_changes)
+        key = (run_id, source, limit)
+        if (kept := self._kept.versions.get(key)) is not None and kept[0] == state:
+            return kept[1]
+        existing = within(limit, self.conn.execute(Q["source_versions"],
+                                                   {"run_id": run_id, "source": source, "limit": limit + 1}))
+        self._kept.versions[key] = (state, existing)
+        return existing
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""
@@ -561,14 +579,14 @@ class SQLiteBackend:
         clause, params = self._run_filter(run_ids, "WHERE")
         # The matrix is rebuilt only when chunks changed, so repeated searches stay cheap.
         stamp = (tuple(run_ids or ()), *self.conn.execute("SELECT max(id), count(*) FROM chunks").fetchone())
-        if self._vector_cache and self._vector_cache[0] == stamp:
-            return self._vector_cache[1], self._vector_cache[2]
+        if self._kept.vectors and self._kept.vectors[0] == stamp:
+            return self._kept.vectors[1], self._kept.vectors[2]
         rows = self.conn.execute(Q["all_vectors"].format(run_filter=clause), params).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
-        self._vector_cache = (stamp, ids, matrix)
+        self._kept.vectors = (stamp, ids, matrix)
         return ids, matrix
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[SearchHit]:

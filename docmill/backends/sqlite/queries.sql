@@ -72,6 +72,11 @@ ON CONFLICT (run_id, source, doc_key) DO UPDATE SET
                         THEN now() ELSE documents.available_at END,
     updated_at = CASE WHEN documents.version IS NOT excluded.version THEN now() ELSE documents.updated_at END
 
+-- store_state --
+-- Changes whenever another connection commits (data_version) or the schema changes; with the
+-- connection's own total_changes, whether anything was written since the last look.
+SELECT data_version, schema_version FROM pragma_data_version(), pragma_schema_version()
+
 -- source_versions --
 -- What the run holds of every document of one source (the caller asks for one row over its limit).
 SELECT doc_key, version, state, uri FROM documents WHERE run_id = :run_id AND source = :source
