@@ -176,7 +176,8 @@ class WorkersConfig(_Section):
 
     max_workers: int = Field(1, ge=1, le=256, description="worker processes this command starts")
     worker_id: str | None = Field(None, description="worker name prefix; the process id is appended")
-    claim_batch_size: int = Field(8, ge=1, le=1000, description="documents claimed in one statement")
+    claim_batch_size: int = Field(8, ge=1, le=1000, description="most documents claimed in one statement "
+                                  "(fewer when they would pass the chunk budget)")
     claim_timeout: float = Field(300.0, gt=0, alias="worker_timeout", description="lease length, seconds")
     heartbeat_interval: float = Field(30.0, gt=0, description="seconds between lease extensions")
     poll_interval: float = Field(5.0, gt=0, description="seconds an idle worker waits before asking again")
