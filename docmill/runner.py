@@ -134,7 +134,6 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
     setup_logging(cfg.logging)
     url = database_url(cfg, db)
     n_workers = workers or cfg.workers.max_workers
-    threads = cfg.embedding.threads or max(1, (os.cpu_count() or 1) // n_workers)
     backend = open_backend(url, cfg)
     try:
         backend.check_connection_budget(cfg, n_workers)
@@ -145,6 +144,8 @@ def ingest(config: Config | str | Path | None = None, sources: Sequence[str] = (
             return _summarise(backend, run_id, [], [], n_workers, limit, time.monotonic() - started, counts)
         backend.open_run(run_id, json.dumps(cfg.redacted(), sort_keys=True),
                          rediscover=_interrupted(backend, cfg, run))
+        # After the no-change exit: the CPU count is a read of /sys.
+        threads = cfg.embedding.threads or max(1, (os.cpu_count() or 1) // n_workers)
         watcher = _ProgressWatcher(url, cfg, run_id, progress) if progress else None
         if watcher:
             watcher.start()
