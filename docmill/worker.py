@@ -237,7 +237,7 @@ class Worker:
                 self.breaker.check(pipeline.stats.consecutive_failures, self.stop,
                                    lambda: bool((r := backend.get_run(self.run_id)) and r.shutdown_requested),
                                    workers.poll_interval)
-            wanted = self.limit.take(min(workers.claim_batch_size, max(1, room)))
+            wanted = self.limit.take(max(1, room))  # 0 only if a stop came since the check above
             docs = backend.claim(self.run_id, self.worker_id, wanted, workers.claim_timeout, workers.max_retries)
             self.limit.give_back(wanted - len(docs))
             if docs:
