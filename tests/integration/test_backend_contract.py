@@ -194,6 +194,22 @@ def test_source_versions_follow_every_write_to_the_store(backend: Backend) -> No
     assert listing is not None and listing["doc00000"][0] == "v3" and "doc00007" in listing
 
 
+def test_chunk_count_follows_every_write_to_the_store(backend: Backend) -> None:
+    # Kept between calls like the listing above: a no-change re-run's summary must still be exact.
+    enqueue(backend, 2)
+    assert backend.chunk_count(RUN) == 0
+    assert backend.complete(claim_one(backend), result(["one", "two", "three"], seed=1))
+    assert backend.chunk_count(RUN) == 3
+    other = open_backend(backend.url, Config())
+    try:
+        assert other.complete(claim_one(other, "w2"), result(["four"], seed=2))
+        assert other.chunk_count(RUN) == 4
+    finally:
+        other.close()
+    assert backend.chunk_count(RUN) == 4
+    assert backend.remove_unseen(RUN, "src", 2) and backend.chunk_count(RUN) == 0
+
+
 def test_upsert_counts_new_changed_unchanged(backend: Backend) -> None:
     backend.open_run(RUN, "{}")
     first = backend.upsert_documents(RUN, refs(5), 1)

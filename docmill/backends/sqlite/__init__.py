@@ -6,10 +6,11 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -58,6 +59,7 @@ from docmill.errors import StoreError, StoreUnavailableError
 from docmill.models import DocState, DocumentRef
 
 Q = load_queries(__name__)
+_T = TypeVar("_T")
 RL = load_queries(__name__, "ratelimit.sql")
 
 
@@ -87,7 +89,7 @@ class _Kept:
     """What a backend keeps with its connection for the next backend on the file (see connections)."""
 
     vectors: tuple[tuple[object, ...], np.ndarray, np.ndarray] | None = None  # search's matrix, by chunk stamp
-    versions: dict[tuple[str, str, int], tuple[tuple[int, ...], Existing | None]] = field(default_factory=dict)
+    reads: dict[tuple[Any, ...], tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # by query and args
 
 
 class SQLiteBackend:
@@ -304,14 +306,17 @@ class SQLiteBackend:
 
         Kept with the connection while nothing wrote to the store: a no-change re-run in the same
         process reads one row instead of every document's (1,000 of them: ~1 ms of a 7 ms re-run)."""
+        return self._kept_read(("source_versions", run_id, source, limit), lambda: within(limit, self.conn.execute(
+            Q["source_versions"], {"run_id": run_id, "source": source, "limit": limit + 1})))
+
+    def _kept_read(self, key: tuple[Any, ...], read: Callable[[], _T]) -> _T:
+        """``read()``, or what it returned last time for ``key`` if nothing has written to the store since."""
         state = (*self.conn.execute(Q["store_state"]).fetchone(), self.conn.total_changes)
-        key = (run_id, source, limit)
-        if (kept := self._kept.versions.get(key)) is not None and kept[0] == state:
-            return kept[1]
-        existing = within(limit, self.conn.execute(Q["source_versions"],
-                                                   {"run_id": run_id, "source": source, "limit": limit + 1}))
-        self._kept.versions[key] = (state, existing)
-        return existing
+        if (kept := self._kept.reads.get(key)) is not None and kept[0] == state:
+            return cast(_T, kept[1])
+        value = read()
+        self._kept.reads[key] = (state, value)
+        return value
 
     def count_source_documents(self, run_id: str, source: str) -> int:
         """Documents of one source."""
@@ -637,8 +642,9 @@ class SQLiteBackend:
                 for r in self.conn.execute(sql, params)]
 
     def chunk_count(self, run_id: str) -> int:
-        """Chunks stored for a run."""
-        return self.conn.execute(Q["chunk_count"], {"run_id": run_id}).fetchone()[0]
+        """Chunks stored for a run (kept like ``source_versions``: 0.3 ms of a no-change re-run of 1,000 files)."""
+        return self._kept_read(("chunk_count", run_id), lambda: int(
+            self.conn.execute(Q["chunk_count"], {"run_id": run_id}).fetchone()[0]))
 
     def relationships(self, run_id: str) -> list[Relationship]:
         """The run's edges."""
