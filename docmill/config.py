@@ -39,6 +39,15 @@ def parse_size(value: int | float | str) -> int:
     return int(float(number) * _SIZE_UNITS[(unit or "").lower()])
 
 
+
+def real_path(path: str) -> str:
+    """``path`` with ``~`` expanded, made absolute and its symlinks resolved.
+
+    ``os.path.realpath``, not ``Path.resolve()``: a symlink loop is left in the path for the caller's
+    stat to report as a clear error (``resolve`` raises RuntimeError), and it costs one stat less.
+    """
+    return os.path.realpath(os.path.expanduser(path))
+
 class _Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are checked on assignment."""
 
@@ -100,7 +109,7 @@ class SourceConfig(_Section):
 
     def identity(self) -> dict[str, Any]:
         """The part of this source that decides which documents exist (goes into the run id)."""
-        return {"name": self.name, "type": "local", "path": str(Path(self.base_path).expanduser().resolve()),
+        return {"name": self.name, "type": "local", "path": real_path(self.base_path),
                 "include": self.include, "exclude": self.exclude, "hidden": self.include_hidden,
                 "max_file_size": self.max_file_size}
 

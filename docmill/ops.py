@@ -12,11 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from docmill.backends.base import Backend, DocumentRow, EventRow
-from docmill.config import Config
+from docmill.config import Config, real_path
 from docmill.errors import DocmillError
 from docmill.models import DocState
 
@@ -85,7 +84,7 @@ def resolve(backend: Backend, run_id: str, idents: Sequence[str]) -> tuple[list[
     for ident in idents:
         names = [ident]
         if not ident.isdigit():
-            names.append(str(Path(ident).expanduser().resolve()))
+            names.append(real_path(ident))
         found = backend.find_document_ids(run_id, names)
         if found:
             ids.extend(i for i in found if i not in ids)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from docmill.backends import database_url, open_backend
 from docmill.backends.base import Backend, RunInfo
-from docmill.config import Config, SourceConfig
+from docmill.config import Config, SourceConfig, real_path
 from docmill.errors import ConfigError, DocmillError
 from docmill.leader import sources_unchanged
 from docmill.models import DocState, RunState
@@ -102,7 +102,7 @@ def sources_from_paths(paths: Sequence[str]) -> list[SourceConfig]:
             scheme = raw.split("://", 1)[0]
             raise ConfigError(f"{raw}: {scheme}:// sources are not supported yet; "
                               "docmill reads local folders, files and glob patterns")
-        stem = Path(raw.split("*", 1)[0] or ".").resolve().name or "root"
+        stem = Path(real_path(raw.split("*", 1)[0] or ".")).name or "root"
         name, n = stem, 2
         while name in names:
             name, n = f"{stem}-{n}", n + 1

@@ -12,7 +12,7 @@ from functools import cache
 from operator import attrgetter
 from pathlib import Path
 
-from docmill.config import SourceConfig
+from docmill.config import SourceConfig, real_path
 from docmill.errors import DocumentTooLargeError, DocumentVanishedError, PermanentError, SourceError
 from docmill.models import DocumentRef
 from docmill.printable import RAW_BYTE_BASE
@@ -112,10 +112,10 @@ class LocalSource:
             # "docs/**/*.md": the root is the part before the first wildcard, the rest is a filter.
             parts = Path(raw).parts
             first = next(i for i, p in enumerate(parts) if glob.has_magic(p))
-            self.root = Path(*parts[:first]).resolve() if first else Path.cwd()
+            self.root = Path(real_path(str(Path(*parts[:first])))) if first else Path.cwd()
             self.pattern = "/".join(parts[first:])
         else:
-            self.root = Path(raw).resolve()
+            self.root = Path(real_path(raw))
         self._pattern = _matcher((self.pattern,)) if self.pattern else None
         self._included = _matcher(tuple(cfg.include))
         self._excluded = _matcher(tuple(cfg.exclude))

@@ -170,6 +170,14 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_source_that_is_a_symlink_loop_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to("loop")
+    for source in ("loop", "loop/docs"):
+        proc = run("ingest", source, cwd=tmp_path, check_code=1)
+        assert "cannot read" in proc.stderr and "symbolic links" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_a_store_file_that_is_no_database_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.md").write_text("# Tulips\n\nThey flower in April.\n")
