@@ -39,7 +39,6 @@ def parse_size(value: int | float | str) -> int:
     return int(float(number) * _SIZE_UNITS[(unit or "").lower()])
 
 
-
 def real_path(path: str) -> str:
     """``path`` with ``~`` expanded, made absolute and its symlinks resolved.
 
@@ -47,6 +46,7 @@ def real_path(path: str) -> str:
     stat to report as a clear error (``resolve`` raises RuntimeError), and it costs one stat less.
     """
     return os.path.realpath(os.path.expanduser(path))
+
 
 class _Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are checked on assignment."""

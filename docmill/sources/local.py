@@ -146,24 +146,22 @@ class LocalSource:
     def discover(self) -> Iterator[DocumentRef]:
         """Walk the root; yields files in a stable order."""
         if stat.S_ISREG((st := self._root_stat()).st_mode):
-            yield self._ref(_storable(str(self.root)), _storable(self.root.name), st)
+            yield self._ref(str(self.root), self.root.name, st)
             return
         yield from self._walk(str(self.root))
 
     def _walk(self, root: str) -> Iterator[DocumentRef]:
         # Iterative, with one folder open at a time: however deep the tree, no recursion limit and
-        # no file descriptor per level. A folder is listed whole, then its entries are taken in name
+        # no file descriptor per level. A folder is listed whole; its entries are then taken in name
         # order, a sub-folder's files before the next entry.
+        stack: list[DocumentRef | _Folder] = [(root, "", frozenset())]
         unreadable: list[str] = []
-        stack = [iter(self._list(root, "", frozenset(), unreadable))]
         while stack:
-            for item in stack[-1]:
-                if isinstance(item, tuple):  # a sub-folder: list it before the rest of this one
-                    stack.append(iter(self._list(*item, unreadable)))
-                    break
+            item = stack.pop()
+            if isinstance(item, DocumentRef):
                 yield item
             else:
-                stack.pop()
+                stack += reversed(self._list(*item, unreadable))
         if unreadable:
             # Raised after the walk, so every readable file is still found; the caller must not take
             # the files under these folders for deleted (SourceError keeps the stored documents).
@@ -201,7 +199,6 @@ class LocalSource:
         """The refs and sub-folders among one folder's entries; ``base`` is its path with a trailing slash."""
         hidden, follow = self.cfg.include_hidden, self.cfg.follow_symlinks
         wanted, excluded = self._wanted, self._excluded
-        ref, stored_base, stored_prefix = self._ref, _storable(base), _storable(prefix)
         items: list[DocumentRef | _Folder] = []
         for entry in entries:
             name = entry.name
@@ -212,8 +209,7 @@ class LocalSource:
                 # Files first: they are most entries, and is_file() reads the entry's type for free.
                 if entry.is_file():
                     if (follow or not entry.is_symlink()) and (wanted is None or wanted(rel)):
-                        stored = name if name.isascii() else name.translate(_SURROGATE_TO_TEXT)
-                        items.append(ref(stored_base + stored, stored_prefix + stored, entry.stat()))
+                        items.append(self._ref(base + name, rel, entry.stat()))
                 elif entry.is_dir():
                     if (follow or not entry.is_symlink()) and not excluded(rel + "/") and not excluded(rel):
                         items.append((base + name, rel + "/", visiting))
@@ -230,10 +226,9 @@ class LocalSource:
             return False
         return self._included(rel) and not self._excluded(rel)
 
-    def _ref(self, uri: str, key: str, st: os.stat_result) -> DocumentRef:
-        """A file's ref; ``uri`` and ``key`` are already storable."""
+    def _ref(self, path: str, rel: str, st: os.stat_result) -> DocumentRef:
         size = st.st_size
-        return DocumentRef(self.name, key, uri, size, f"{size}:{st.st_mtime_ns}")
+        return DocumentRef(self.name, _storable(rel), _storable(path), size, f"{size}:{st.st_mtime_ns}")
 
     def _path(self, key: str) -> Path:
         return self.root if self.root.is_file() else self.root / _on_disk(key)
