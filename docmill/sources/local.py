@@ -112,7 +112,7 @@ class LocalSource:
             # "docs/**/*.md": the root is the part before the first wildcard, the rest is a filter.
             parts = Path(raw).parts
             first = next(i for i, p in enumerate(parts) if glob.has_magic(p))
-            self.root = Path(real_path(str(Path(*parts[:first])))) if first else Path.cwd()
+            self.root = Path(real_path(os.path.join(*parts[:first]))) if first else Path.cwd()
             self.pattern = "/".join(parts[first:])
         else:
             self.root = Path(real_path(raw))

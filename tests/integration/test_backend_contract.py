@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import Any
 
 import numpy as np
@@ -185,11 +186,8 @@ def test_source_versions_follow_every_write_to_the_store(backend: Backend) -> No
                                                                                           "doc00002"])
     backend.upsert_documents(RUN, refs(1, version="v2"), 2)
     assert backend.source_versions(RUN, "src", 10)["doc00000"][0] == "v2"  # type: ignore[index]
-    other = open_backend(backend.url, Config())
-    try:
+    with closing(open_backend(backend.url, Config())) as other:
         other.upsert_documents(RUN, refs(1, version="v3") + refs(1, start=7), 3)
-    finally:
-        other.close()
     listing = backend.source_versions(RUN, "src", 10)
     assert listing is not None and listing["doc00000"][0] == "v3" and "doc00007" in listing
 
@@ -200,12 +198,9 @@ def test_chunk_count_follows_every_write_to_the_store(backend: Backend) -> None:
     assert backend.chunk_count(RUN) == 0
     assert backend.complete(claim_one(backend), result(["one", "two", "three"], seed=1))
     assert backend.chunk_count(RUN) == 3
-    other = open_backend(backend.url, Config())
-    try:
+    with closing(open_backend(backend.url, Config())) as other:
         assert other.complete(claim_one(other, "w2"), result(["four"], seed=2))
         assert other.chunk_count(RUN) == 4
-    finally:
-        other.close()
     assert backend.chunk_count(RUN) == 4
     assert backend.remove_unseen(RUN, "src", 2) and backend.chunk_count(RUN) == 0
 
